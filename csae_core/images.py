@@ -1,0 +1,102 @@
+"""Image utilities shared by the CLI and the app: grids, safe decoding of user images, and
+EMNIST-style preprocessing of handwritten letters (Cohen et al. 2017: grey, blur, crop to the
+ink, centre in a square frame keeping the aspect ratio, pad 2 px, resize to 28x28, stretch the
+intensities)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from .errors import CSAEError
+
+__all__ = ["to_grid", "decode_image", "preprocess_letter", "MAX_PIXELS", "letter_tensor"]
+
+MAX_PIXELS = 4096 * 4096  # bigger uploads are refused before decoding (decompression bombs)
+
+
+def to_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """uint8 picture (H, W) or (H, W, 3) tiling float images (N, C, h, w) in [0, 1], `nrow` per row."""
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = images.shape
+    nrow = max(1, min(nrow, n))
+    rows = -(-n // nrow)
+    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad) * 0.5  # grey gutters
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+    arr = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    return arr[..., 0] if c == 1 else arr
+
+
+def decode_image(data: bytes | str | Path, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode one still image from bytes or a path, refusing what the rest of the pipeline cannot use."""
+    if isinstance(data, (str, Path)):
+        name = str(data)
+        try:
+            data = Path(data).read_bytes()
+        except OSError as e:
+            raise CSAEError(f"cannot read {name}: {e.strerror}. Fix: check the path.") from None
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise CSAEError(f"{name} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit. "
+                            f"Fix: scale it down first.")
+        if getattr(img, "n_frames", 1) > 1:
+            raise CSAEError(f"{name} is animated or has several frames. Fix: upload a single still image.")
+        img.load()
+    except CSAEError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        raise CSAEError(f"{name} is not an image we can decode. Fix: upload a PNG or JPEG file.") from None
+    if min(img.size) < 2:
+        raise CSAEError(f"{name} is only {img.size[0]}x{img.size[1]} pixels. Fix: use an image of a written character.")
+    return img
+
+
+def _grey(img: Image.Image) -> np.ndarray:
+    """Grey levels (H, W) float in [0, 255]; transparent areas count as background (white)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def preprocess_letter(img: Image.Image, name: str = "image") -> list[tuple[str, np.ndarray]]:
+    """EMNIST-style steps, each (title, uint8 array); the last is the 28x28 upright model input
+    (white ink on black, like MNIST). Raises CSAEError for a blank image."""
+    steps = []
+    grey = _grey(img)
+    steps.append(("grey", grey.astype(np.uint8)))
+    # EMNIST and MNIST have light ink on a dark background; flip dark-on-light drawings and scans.
+    ink = 255 - grey if np.median(grey) > 127 else grey
+    steps.append(("ink light on dark", ink.astype(np.uint8)))
+    if ink.max() - ink.min() < 16 or ink.max() < 32:
+        raise CSAEError(f"{name} looks blank (no ink found). Fix: upload or draw a character.")
+    blurred = np.asarray(Image.fromarray(ink.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1)), np.float32)
+    ys, xs = np.nonzero(blurred > max(blurred.max() * 0.1, 8))
+    crop = blurred[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    steps.append(("cropped to the ink", crop.astype(np.uint8)))
+    side = max(crop.shape)
+    square = np.zeros((side, side), np.float32)
+    y0, x0 = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[y0: y0 + crop.shape[0], x0: x0 + crop.shape[1]] = crop  # centred, aspect ratio kept
+    square = np.pad(square, 2)  # EMNIST's 2-pixel border
+    steps.append(("centred in a square, 2 px border", square.astype(np.uint8)))
+    small = np.asarray(Image.fromarray(square).resize((28, 28), Image.BICUBIC), np.float32).clip(0, None)
+    small = small / max(small.max(), 1e-6) * 255  # stretch to the full intensity range
+    steps.append(("resized to 28x28", small.round().astype(np.uint8)))
+    return steps
+
+
+def letter_tensor(images28: list[np.ndarray] | np.ndarray, size: int = 32) -> torch.Tensor:
+    """uint8 28x28 pictures -> float (N, 1, size, size) in [0, 1], zero-padded like MNIST in the paper."""
+    x = torch.as_tensor(np.stack(list(images28)) if isinstance(images28, list) else images28).float() / 255
+    pad = (size - x.shape[-1]) // 2
+    return torch.nn.functional.pad(x[:, None], (pad, size - x.shape[-1] - pad) * 2)

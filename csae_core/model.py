@@ -1,0 +1,340 @@
+"""CSAE (Table 2) and the baselines of Table 3: CSAE_encoder, Basenet and CVAE.
+
+Every model maps images (B, C, H, W) in [0, 1] to a `ModelOutput`, computes its own training
+losses with `loss(out, x, y)`, and classifies with `predict(x)`, so the trainer never branches
+on the model kind. The PEDCC class centres are a buffer: saved with the weights, never trained.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .classify import nearest_centroid
+from .errors import CSAEError
+from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_divergence
+
+__all__ = ["ModelConfig", "ModelOutput", "MODEL_KINDS", "build_model", "CSAE", "CSAEEncoder", "Basenet", "CVAE"]
+
+MODEL_KINDS = ("csae", "csae-encoder", "basenet", "cvae")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "csae"  # one of MODEL_KINDS
+    in_channels: int = 1  # 1 for MNIST/Fashion-MNIST, 3 for faces
+    image_size: int = 32  # MNIST/Fashion-MNIST are padded 28 -> 32 as in the paper
+    widths: tuple = (32, 64, 128, 128)  # stem width, then one stride-2 residual block per further width
+    latent_dim: int = 40  # d; the paper uses 40 on MNIST/Fashion-MNIST, 256 on faces
+    num_classes: int = 10
+    beta: float = 0.0  # decoder-input noise z* = z + sqrt(d) * beta * n0 in training (eq. 12-13)
+    recon_loss: str = "wavelet"  # "wavelet" (eq. 8) or "mse" (pixel MSE, the section 4.5 ablation)
+    wavelet: str = "haar"
+    wavelet_levels: int = 0  # J; 0 = the paper's choice by size (2 at 32x32, 3 at 128x128)
+
+    def __post_init__(self):
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.kind not in MODEL_KINDS:
+            raise CSAEError(f"model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if len(self.widths) < 2 or min(self.widths) < 1:
+            raise CSAEError(f"widths needs >= 2 positive channel counts, got {self.widths}")
+        blocks = len(self.widths) - 1
+        if self.image_size % (2**blocks) or self.image_size < 2**blocks:
+            raise CSAEError(f"image size must be a multiple of {2**blocks} for {blocks} stride-2 blocks, "
+                            f"got {self.image_size}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise CSAEError(f"beta must be in [0, 1], got {self.beta}")
+        if self.recon_loss not in ("wavelet", "mse"):
+            raise CSAEError(f"recon_loss must be 'wavelet' or 'mse', got {self.recon_loss!r}")
+        if self.latent_dim < 2 or self.num_classes < 2 or self.in_channels not in (1, 3):
+            raise CSAEError(f"need latent_dim >= 2, num_classes >= 2, in_channels 1 or 3; got "
+                            f"{self.latent_dim}, {self.num_classes}, {self.in_channels}")
+
+    @property
+    def alpha(self) -> float:
+        return math.sqrt(self.latent_dim)  # eq. 5: centroid scale, and the noise scale of eq. 12
+
+    @property
+    def feature_size(self) -> int:
+        return self.image_size // 2 ** (len(self.widths) - 1)  # 4 at 32x32
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise CSAEError(f"unknown model config keys {sorted(unknown)}; this checkpoint was written by "
+                            f"another version of csae_core")
+        return cls(**d)
+
+
+@dataclass
+class ModelOutput:
+    z: torch.Tensor | None = None  # (B, d) latent: encoder output (CVAE: the posterior mean)
+    recon: torch.Tensor | None = None  # (B, C, H, W) decoded image
+    logits: torch.Tensor | None = None  # (B, n) Basenet class scores
+    logvar: torch.Tensor | None = None  # (B, d) CVAE posterior log-variance
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)  # BN follows: no bias
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus a shortcut (1x1 conv when the shape changes), then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class UpBlock(nn.Module):
+    """Deconvolution block of Table 2: bilinear x2 upsampling, then a residual conv block."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.block = ResidualBlock(cin, cout)
+
+    def forward(self, x):
+        return self.block(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+class ConvTrunk(nn.Module):
+    """Stem conv then stride-2 residual blocks: (B, C, 32, 32) -> (B, 128, 4, 4) with the defaults."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = cfg.widths
+        self.stem = nn.Sequential(conv3x3(cfg.in_channels, w[0]), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[ResidualBlock(a, b, stride=2) for a, b in zip(w[:-1], w[1:])])
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+class Encoder(nn.Module):
+    """ConvTrunk then one fully-connected layer to `out_dim` (d, or 2d for the CVAE's mean and log-variance)."""
+
+    def __init__(self, cfg: ModelConfig, out_dim: int):
+        super().__init__()
+        self.trunk = ConvTrunk(cfg)
+        self.fc = nn.Linear(cfg.widths[-1] * cfg.feature_size**2, out_dim)
+
+    def forward(self, x):
+        return self.fc(self.trunk(x).flatten(1))  # (B, out_dim)
+
+
+class Decoder(nn.Module):
+    """FC to (128, 4, 4), up-blocks 128->128->64->32 at 8, 16, 32 px, then a 1x1 conv to the image channels.
+    No sigmoid (a difference from the CVAE the paper points out)."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int):
+        super().__init__()
+        w = cfg.widths
+        self.shape = (w[-1], cfg.feature_size, cfg.feature_size)
+        self.fc = nn.Linear(in_dim, w[-1] * cfg.feature_size**2)
+        # Output widths of the up-blocks mirror the encoder: (128, 64, 32) for widths (32, 64, 128, 128).
+        outs = list(reversed(w[:-1]))
+        ins = [w[-1]] + outs[:-1]
+        self.blocks = nn.Sequential(*[UpBlock(a, b) for a, b in zip(ins, outs)])
+        self.head = nn.Conv2d(w[0], cfg.in_channels, 1)
+        # Start from a flat output: random initial high frequencies make the wavelet L1 terms'
+        # gradients ~50x Loss1's, which drove training at lr 0.1 to NaN within a few steps.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, z):
+        h = F.relu(self.fc(z), inplace=True).view(-1, *self.shape)  # (B, 128, 4, 4)
+        return self.head(self.blocks(h))  # (B, C, 32, 32)
+
+
+def _recon_loss(cfg: ModelConfig) -> nn.Module:
+    if cfg.recon_loss == "mse":
+        return nn.MSELoss()
+    return WaveletLoss(cfg.wavelet_levels or default_wavelet_levels(cfg.image_size), cfg.wavelet)
+
+
+class _Base(nn.Module):
+    has_decoder = False
+    uses_centroids = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        raise CSAEError(f"a {self.config.kind} model has no decoder, so it cannot reconstruct images; "
+                        f"use a csae or cvae checkpoint")
+
+
+class CSAE(_Base):
+    """Encoder -> z (classified by the nearest PEDCC centroid) -> (+ noise in training) -> decoder."""
+
+    has_decoder = True
+    uses_centroids = True
+
+    def __init__(self, cfg: ModelConfig, centroids: torch.Tensor):
+        super().__init__(cfg)
+        if centroids.shape != (cfg.num_classes, cfg.latent_dim):
+            raise CSAEError(f"centroids must have shape ({cfg.num_classes}, {cfg.latent_dim}), "
+                            f"got {tuple(centroids.shape)}")
+        self.register_buffer("centroids", centroids.float().clone())  # (n, d), scaled by alpha
+        self.encoder = Encoder(cfg, cfg.latent_dim)
+        self.decoder = Decoder(cfg, cfg.latent_dim)
+        self.recon_loss = _recon_loss(cfg)
+
+    def embed(self, x):
+        return self.encoder(x)
+
+    def decode(self, z, y=None):
+        return self.decoder(z)
+
+    def forward(self, x, y=None) -> ModelOutput:
+        z = self.encoder(x)
+        z_in = z
+        if self.training and self.config.beta > 0:  # eq. 12-13: noise only in the training phase
+            z_in = z + self.config.alpha * self.config.beta * torch.randn_like(z)
+        return ModelOutput(z=z, recon=self.decoder(z_in))
+
+    def loss(self, out: ModelOutput, x, y) -> dict:
+        loss1 = centroid_mse(out.z.float(), self.centroids, y)
+        loss2 = self.recon_loss(out.recon, x)
+        return {"loss": loss1 + loss2, "loss1": loss1, "loss2": loss2}
+
+    @torch.no_grad()
+    def predict(self, x):
+        return nearest_centroid(self.encoder(x), self.centroids)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class CSAEEncoder(CSAE):
+    """CSAE_encoder of Table 3: the encoder trained with Loss1 alone, nearest-centroid classifier."""
+
+    has_decoder = False
+
+    def __init__(self, cfg: ModelConfig, centroids: torch.Tensor):
+        _Base.__init__(self, cfg)
+        self.register_buffer("centroids", centroids.float().clone())
+        self.encoder = Encoder(cfg, cfg.latent_dim)
+
+    def forward(self, x, y=None):
+        return ModelOutput(z=self.encoder(x))
+
+    def loss(self, out, x, y):
+        loss1 = centroid_mse(out.z.float(), self.centroids, y)
+        return {"loss": loss1, "loss1": loss1}
+
+    reconstruct = _Base.reconstruct
+
+
+class Basenet(_Base):
+    """Basenet of Table 3: the same conv trunk, 4x4 average pool, linear + softmax, cross-entropy."""
+
+    def __init__(self, cfg: ModelConfig, centroids: torch.Tensor | None = None):
+        super().__init__(cfg)
+        self.trunk = ConvTrunk(cfg)
+        self.fc = nn.Linear(cfg.widths[-1], cfg.num_classes)
+
+    def embed(self, x):
+        return F.adaptive_avg_pool2d(self.trunk(x), 1).flatten(1)  # (B, 128) pooled features
+
+    def forward(self, x, y=None):
+        return ModelOutput(logits=self.fc(self.embed(x)))
+
+    def loss(self, out, x, y):
+        ce = F.cross_entropy(out.logits.float(), y)
+        return {"loss": ce, "ce": ce}
+
+    @torch.no_grad()
+    def predict(self, x):
+        return self.forward(x).logits.argmax(1)
+
+
+class CVAE(_Base):
+    """Conditional VAE with the same encoder/decoder: mean and log-variance heads, decoder fed
+    [z, one-hot(y)], sigmoid output, BCE + KL. Classifies by the label whose decoding fits x best."""
+
+    has_decoder = True
+
+    def __init__(self, cfg: ModelConfig, centroids: torch.Tensor | None = None):
+        super().__init__(cfg)
+        self.encoder = Encoder(cfg, 2 * cfg.latent_dim)
+        self.decoder = Decoder(cfg, cfg.latent_dim + cfg.num_classes)
+
+    def _posterior(self, x):
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-30, 20)  # keep exp() finite early in training
+
+    def embed(self, x):
+        return self._posterior(x)[0]
+
+    def _decode_logits(self, z, y):
+        onehot = F.one_hot(y, self.config.num_classes).to(z.dtype)
+        return self.decoder(torch.cat([z, onehot], dim=1))
+
+    def decode(self, z, y):
+        return torch.sigmoid(self._decode_logits(z, y))
+
+    def forward(self, x, y=None):
+        mu, logvar = self._posterior(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        logits = None if y is None else self._decode_logits(z, y)
+        recon = None if logits is None else torch.sigmoid(logits)
+        return ModelOutput(z=mu, recon=recon, logits=logits, logvar=logvar)
+
+    def loss(self, out, x, y):
+        # The negative ELBO (BCE summed over pixels + KL) divided by the pixel count, so the
+        # paper's SGD recipe (lr 0.1) applies unchanged; the optimum is the same.
+        pixels = x[0].numel()
+        bce = F.binary_cross_entropy_with_logits(out.logits.float(), x.float().clamp(0, 1), reduction="sum")
+        bce = bce / x.shape[0]
+        kl = kl_divergence(out.z.float(), out.logvar.float())
+        return {"loss": (bce + kl) / pixels, "bce": bce, "kl": kl}
+
+    @torch.no_grad()
+    def predict(self, x):
+        mu = self.embed(x)
+        errors = []
+        for k in range(self.config.num_classes):  # one decode per class: n is small (10)
+            y = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+            errors.append(F.binary_cross_entropy_with_logits(self._decode_logits(mu, y).float(),
+                                                             x.float().clamp(0, 1), reduction="none").flatten(1).sum(1))
+        return torch.stack(errors, 1).argmin(1)
+
+    @torch.no_grad()
+    def reconstruct(self, x, y=None):
+        """Decode the posterior mean under label y (default: the predicted label)."""
+        y = self.predict(x) if y is None else y
+        return self.decode(self.embed(x), y)
+
+
+def build_model(cfg: ModelConfig, centroids: torch.Tensor | None = None) -> nn.Module:
+    """The model of `cfg.kind`; csae and csae-encoder need the scaled PEDCC centroids (n, d)."""
+    cls = {"csae": CSAE, "csae-encoder": CSAEEncoder, "basenet": Basenet, "cvae": CVAE}[cfg.kind]
+    if cls.uses_centroids and centroids is None:
+        raise CSAEError(f"a {cfg.kind} model needs PEDCC centroids")
+    return cls(cfg, centroids)
