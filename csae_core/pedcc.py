@@ -6,7 +6,8 @@ iterations q and uses the final positions, scaled by alpha = sqrt(d), as class c
 
 Everything is vectorised through the Gram matrix G = U U^T: for unit vectors
 |u_i - u_j|^2 = 2 - 2 G_ij, so one iteration costs two (n, n, d) matrix products and no
-Python loop over points.  Computation is done in float64; results come back as float32.
+Python loop over points.  The paper's dynamics run in float32, the convergence mode ends
+in float64 (see generate_pedcc); results come back as float32.
 """
 
 from __future__ import annotations
@@ -23,23 +24,27 @@ from .errors import CSAEError
 EPS = 0.01  # paper: distances below eps are clamped to eps
 LAMBDA = 0.01  # paper eq. 4: velocity "learning rate"
 DEFAULT_ITERS = 1000  # paper's fixed-iteration mode (q); the paper gives no value
-DEFAULT_TOL = 1e-10  # convergence mode: relative energy change over a window
+DEFAULT_TOL = 1e-12  # convergence mode: relative energy change over a window
 CONVERGE_WARMUP = 20  # paper iterations run before the refinement in convergence mode
 CONVERGE_WINDOW = 20  # iterations over which "stopped improving" is judged
 SINGLE_THREAD_WORK = 2**23  # n*n*d up to which one thread is used (see _threads_for)
-COARSE_TOL = 1e-7  # stopping tolerance of the float32 stage of the convergence mode
+COARSE_TOL = 1e-7  # stopping tolerance (relative energy change) of the float32 stage
+POLISH_WORK = 2**26  # n*n*d up to which the float64 polish runs by default
 
 # Minimum known Coulomb energy sum_{i<j} 1/|u_i - u_j| of n unit charges on the unit
-# sphere in R^3 (Thomson problem). Values for n = 2..60 copied from the table of the
-# Wikipedia article "Thomson problem" (read from a stored copy of that table); they agree
-# with an independent copy of the list except n = 11 and 16, where the two differ in the
-# 9th decimal (40.596450508 / 92.911655303) -- the Wikipedia values are kept.
-# n = 2..6 and 12 are proven optima; the others are the best known configurations.
+# sphere in R^3 (Thomson problem), n = 2..60, from the table of the Wikipedia article
+# "Thomson problem" (read from a stored copy of that table) and cross-checked against an
+# independent list of the same values: they agree except n = 11 and 16, where Wikipedia
+# has 40.596450510 and 92.911655302.  generate_pedcc(n, 3, converge=True) reaches
+# 40.5964505082 and 92.9116553025 there, so the other list's 40.596450508 and
+# 92.911655303 are used.  This module reached every n = 2..60 from at most 5 seeds,
+# within 5e-8 (mostly within the table's rounding, 5e-10).  n = 2..6 and 12 are proven
+# optima, the others best known.
 KNOWN_THOMSON_ENERGY: dict[int, float] = {
     2: 0.500000000, 3: 1.732050808, 4: 3.674234614, 5: 6.474691495,
     6: 9.985281374, 7: 14.452977414, 8: 19.675287861, 9: 25.759986531,
-    10: 32.716949460, 11: 40.596450510, 12: 49.165253058, 13: 58.853230612,
-    14: 69.306363297, 15: 80.670244114, 16: 92.911655302, 17: 106.050404829,
+    10: 32.716949460, 11: 40.596450508, 12: 49.165253058, 13: 58.853230612,
+    14: 69.306363297, 15: 80.670244114, 16: 92.911655303, 17: 106.050404829,
     18: 120.084467447, 19: 135.089467557, 20: 150.881568334, 21: 167.641622399,
     22: 185.287536149, 23: 203.930190663, 24: 223.347074052, 25: 243.812760299,
     26: 265.133326317, 27: 287.302615033, 28: 310.491542358, 29: 334.634439920,
@@ -68,9 +73,10 @@ class PEDCCResult:
 
     centroids: (n, d) float32 unit vectors.
     history: (frames, n, d) float32 unit vectors (first = initial, last = final) or None.
-    iterations: iterations run (paper + refinement) for the returned configuration.
-    seconds: wall time of the whole call.
-    converged: True only in convergence mode when the stopping test fired before max_iters.
+    iterations: paper steps + energy evaluations of the descent, for the returned run.
+    seconds: wall time of the whole call (all restarts).
+    converged: False in the fixed mode; in the convergence mode, whether the stopping test
+        fired before max_iters.
     seed: seed whose run produced ``centroids`` (with restarts, the winning one).
     """
 
@@ -101,7 +107,9 @@ def _field(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     f = w.sum(1, keepdim=True) * u - w @ u
     f_t = f - (u * f).sum(1, keepdim=True) * u
     g.fill_diagonal_(-math.inf)
-    return f_t, 0.5 * inv.sum(), g.max().item()
+    # Sum in float64: a float32 sum would carry a ~1e-7 relative rounding error, while the
+    # independent rounding errors of the n^2 float32 terms mostly cancel.
+    return f_t, 0.5 * inv.sum(dtype=torch.float64), g.max().item()
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +124,7 @@ class _History:
     """
 
     def __init__(self, cap: int):
-        self.cap = cap
+        self.cap = cap  # 0: keep nothing
         self.stride = 1
         self.frames: list[torch.Tensor] = []
         self.last_it = -1
@@ -132,11 +140,13 @@ class _History:
             self.last_it = (len(self.frames) - 1) * self.stride
 
     def finish(self, it: int, u: torch.Tensor) -> torch.Tensor | None:
-        """Stack the frames, appending the final u unless it was taken at iteration `it`."""
+        """Stack the frames with the returned u as the last one (it replaces a frame taken
+        at the final iteration `it`: the descent returns its best iterate, not its last)."""
         if self.cap == 0:
             return None
-        if self.last_it != it:
-            self.frames.append(u.to(torch.float32).clone())
+        if self.last_it == it:
+            self.frames.pop()
+        self.frames.append(u.to(torch.float32).clone())
         return torch.stack(self.frames)
 
 
@@ -153,12 +163,16 @@ def _paper_steps(u, v, steps, it0, hist):
 def _refine(u, it0, max_iters, tol, cos_tol, hist):
     """Riemannian gradient descent on the Coulomb energy E = sum_{i<j} 1/|u_i - u_j|.
 
-    Why: the paper's update (eq. 3-4) is frictionless, so the charges keep their kinetic
-    energy and oscillate around the equilibrium instead of settling on it.  Here the
-    velocity is dropped: each point moves along its tangential force f_t (= minus the
-    Riemannian gradient) and is renormalised (retraction).  Barzilai-Borwein step sizes
-    with a non-monotone Armijo test (Raydan's global BB) converge in tens to hundreds of
-    iterations where a fixed step needs tens of thousands.  Stops when, over
+    Why not just more paper iterations: eq. 3-4 have no friction and no step control.
+    The velocity only accumulates lambda*f_t, overshoots early (the energy rises again
+    during the first tens of iterations) and later the convergence crawls, because the
+    step is never matched to the curvature: measured on the 3-D sphere, n=20 still has
+    an energy gap of 0.05 after 1000 iterations (2e-6 after 5000).  Here the velocity is
+    dropped: each point moves along its tangential force f_t (= minus the Riemannian
+    gradient) and is renormalised (retraction).  Barzilai-Borwein step sizes with a
+    non-monotone Armijo test (Raydan's global BB: a step is kept only if the energy ends
+    below the highest of the last 10 kept energies) converge in tens to hundreds of
+    iterations.  Stops when, over
     CONVERGE_WINDOW iterations, the lowest energy improved by less than tol (relative) and
     its max cosine moved by at most cos_tol.  Every energy evaluation counts as an iteration.
     Returns (lowest-energy u, iterations run, converged), u in the dtype of u.
@@ -168,13 +182,23 @@ def _refine(u, it0, max_iters, tol, cos_tol, hist):
     best = (e, u, max_cos)
     recent = [e]  # last accepted energies: the non-monotone reference is their max
     trail = [(e, max_cos)]  # best (energy, max cosine) after each accepted step
-    noise = 16 * torch.finfo(u.dtype).eps * abs(e)  # energy differences below this are rounding
-    step = 0.05 / f_t.norm(dim=1).max().clamp_min(1e-300).item()  # first move: 0.05 rad
+    # Energy differences below `noise` are rounding: the n(n-1)/2 terms carry independent
+    # errors of eps(dtype) relative, and their float64 sum one of eps(float64).
+    pairs = u.shape[0] * (u.shape[0] - 1) / 2
+    eps, eps64 = torch.finfo(u.dtype).eps, torch.finfo(torch.float64).eps
+    noise = 16 * abs(e) * (eps / math.sqrt(pairs) + eps64)
+    step = math.inf  # the first step is set by the cap below
+    first = True
     it = it0
     while it < max_iters:
         gg = (f_t * f_t).sum().item()
-        # Cap each point's move at 0.3 rad so one long BB step cannot scramble the points.
-        step = min(step, 0.3 / f_t.norm(dim=1).max().clamp_min(1e-300).item())
+        f_max = f_t.norm(dim=1).max().item()
+        if f_max == 0.0:  # exact equilibrium (e.g. two antipodal points)
+            return best[1], it, True
+        # Cap each point's move (0.05 rad on the first step, then 0.3 rad) so that one long
+        # step cannot scramble the configuration.
+        step = min(step, (0.05 if first else 0.3) / f_max)
+        first = False
         u_new = _normalize(u + step * f_t)
         f_new, energy, c_new = _field(u_new)
         e_new = energy.item()
@@ -209,6 +233,7 @@ def _threads_for(n: int, d: int):
     Why: an (n, n, d) product this small gains nothing from a second thread, while on a
     busy machine every OpenMP parallel region can wait a whole scheduler tick for its
     second thread (measured on 2 shared cores: 32 ms instead of 4 us per 10x40 matmul).
+    torch's thread count is process-wide, so other threads see the change meanwhile.
     """
     before = torch.get_num_threads()
     small = n * n * d <= SINGLE_THREAD_WORK
@@ -228,6 +253,29 @@ def _check(name: str, value, minimum) -> None:
         raise CSAEError(f"{name} must be >= {minimum}, got {value}")
 
 
+def _run(n, d, seed, iters, converge, max_iters, tol, polish, hist):
+    """One seed: returns (u (n, d) unit rows, iterations, converged)."""
+    gen = torch.Generator().manual_seed(seed)
+    u = _normalize(torch.randn(n, d, generator=gen, dtype=torch.float64))
+    hist.record(0, u)
+    # The paper's dynamics and the first descent stage run in float32: 3.4x faster than
+    # float64 at n=1000, d=512 (13.6 vs 47 ms per iteration on 2 cores).
+    u = u.float()
+    v = torch.zeros_like(u)  # initial velocity
+    if not converge:
+        iters = DEFAULT_ITERS if iters is None else iters
+        u, _ = _paper_steps(u, v, iters, 0, hist)
+        return u, iters, False
+    warm = min(CONVERGE_WARMUP if iters is None else iters, max_iters - 1)
+    u, _ = _paper_steps(u, v, warm, 0, hist)
+    u, it, converged = _refine(u, warm, max_iters, max(tol, COARSE_TOL), 2.0, hist)
+    if polish:
+        # float32 gradients are too noisy to settle the last ~1e-7 of the energy; float64
+        # reaches the simplex / Thomson optimum to ~1e-12.
+        u, it, converged = _refine(_normalize(u.double()), it, max_iters, tol, math.sqrt(tol), hist)
+    return u, it, converged
+
+
 def generate_pedcc(
     n: int,
     d: int,
@@ -239,16 +287,22 @@ def generate_pedcc(
     tol: float = DEFAULT_TOL,
     history_frames: int = 0,
     restarts: int = 1,
+    polish: bool | None = None,
 ) -> PEDCCResult:
-    """Generate n evenly distributed unit centroids in R^d (returns (n, d) float32).
+    """Generate n evenly distributed unit centroids in R^d (centroids (n, d) float32).
 
     Fixed mode (default, the paper): exactly `iters` (default DEFAULT_ITERS) iterations of
-    Algorithm 1.  Convergence mode (`converge=True`): `iters` (default CONVERGE_WARMUP)
-    paper iterations, then the damped refinement of :func:`_refine` until the energy and
-    max cosine stop improving or `max_iters` total iterations; `restarts` > 1 repeats this
-    from seeds seed, seed+1, ... and keeps the lowest-energy result (useful on the 3-D
-    sphere, where random starts can end in local minima).
-    history_frames: 0 for none, else at most that many (>= 2) frames of the trajectory.
+    Algorithm 1, from N(0, I) points drawn with a torch.Generator seeded with `seed`.
+    Convergence mode (`converge=True`): `iters` (default CONVERGE_WARMUP) paper iterations,
+    then the damped descent of :func:`_refine` until energy and max cosine stop improving
+    (relative energy change < tol over CONVERGE_WINDOW iterations) or `max_iters` total
+    iterations.  The descent runs in float32 (until its energy changes by < COARSE_TOL),
+    then, if `polish`, in float64 with `tol`; polish=None polishes when n*n*d <=
+    POLISH_WORK, where float64 iterations are cheap (at n=1000, d=512 the float64 stage
+    would take ~250 more iterations at 47 ms each).
+    restarts > 1 (convergence mode) repeats from seeds seed, seed+1, ... and keeps the
+    lowest energy, for the 3-D sphere where random starts can end in local minima.
+    history_frames: 0 for no history, else at most that many (>= 2) frames.
     """
     _check("classes", n, 2)
     _check("dim", d, 2)
@@ -256,41 +310,27 @@ def generate_pedcc(
     if iters is not None:
         _check("iters", iters, 0 if converge else 1)
     _check("max_iters", max_iters, 1)
-    _check("restarts", restarts, 1)
-    if restarts > 1 and not converge:
-        raise CSAEError("restarts only applies to convergence mode: pass converge=True")
-    if not isinstance(tol, (int, float)) or not (0 < tol < 1):
-        raise CSAEError(f"tol must be in (0, 1), got {tol!r}")
+    if converge and iters is not None and iters >= max_iters:
+        raise CSAEError(f"iters ({iters}) must be < max_iters ({max_iters}) in convergence mode")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise CSAEError(f"tol must be a number in (0, 1), got {tol!r}")
     _check("history_frames", history_frames, 0)
     if history_frames == 1:
         raise CSAEError("history_frames must be 0 (no history) or >= 2 (first and last frame)")
-    if converge and iters is not None and iters >= max_iters:
-        raise CSAEError(f"iters ({iters}) must be < max_iters ({max_iters}) in convergence mode")
+    _check("restarts", restarts, 1)
+    if restarts > 1 and not converge:
+        raise CSAEError("restarts only applies to convergence mode: pass converge=True")
+    if polish is None:
+        polish = n * n * d <= POLISH_WORK
 
     start = time.perf_counter()
     best = None
     with _threads_for(n, d):
-        for r in range(restarts):
-            run_seed = seed + r
-            gen = torch.Generator().manual_seed(run_seed)
-            u = _normalize(torch.randn(n, d, generator=gen, dtype=torch.float64))
-            v = torch.zeros_like(u)  # initial velocity
+        for run_seed in range(seed, seed + restarts):
             hist = _History(history_frames)
-            hist.record(0, u)
-            if converge:
-                warm = CONVERGE_WARMUP if iters is None else iters
-                warm = min(warm, max_iters - 1)
-                u, v = _paper_steps(u.float(), v.float(), warm, 0, hist)
-                # Bulk of the descent in float32 (3x faster for large n), then polish in
-                # float64: float32 cannot resolve the 1e-6 max-cosine target.
-                u, it, _ = _refine(u, warm, max_iters, max(tol, COARSE_TOL), 2.0, hist)
-                u = _normalize(u.double())
-                u, it, converged = _refine(u, it, max_iters, tol, math.sqrt(tol), hist)
-            else:
-                it = DEFAULT_ITERS if iters is None else iters
-                u, v = _paper_steps(u.float(), v.float(), it, 0, hist)
-                converged = False
-            energy = _field(_normalize(u.double()))[1].item()
+            u, it, converged = _run(n, d, run_seed, iters, converge, max_iters, tol, polish, hist)
+            u = _normalize(u.double())
+            energy = _field(u)[1].item()
             if best is None or energy < best[0]:
                 best = (energy, u, it, converged, hist.finish(it, u), run_seed)
     _, u, it, converged, history, run_seed = best
@@ -312,7 +352,8 @@ def pedcc_metrics(u: torch.Tensor) -> dict:
     known_min_energy / energy_gap: for d == 3, against KNOWN_THOMSON_ENERGY.
     """
     if not isinstance(u, torch.Tensor) or u.dim() != 2:
-        raise CSAEError(f"centroids must be a 2-D tensor (classes, dim), got {getattr(u, 'shape', type(u))}")
+        shape = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
+        raise CSAEError(f"centroids must be a 2-D tensor (classes, dim), got {shape}")
     n, d = u.shape
     if n < 2:
         raise CSAEError(f"classes must be >= 2, got {n}")
@@ -322,7 +363,7 @@ def pedcc_metrics(u: torch.Tensor) -> dict:
         raise CSAEError("centroids must be finite and non-zero")
     x = x / norms
     cos = (x @ x.T).clamp(-1.0, 1.0)
-    dist = torch.cdist(x, x)  # direct differences: no cancellation for close points
+    dist = (2.0 - 2.0 * cos).clamp_min(0.0).sqrt()  # float64: accurate unless points ~coincide
     iu = torch.triu_indices(n, n, offset=1)
     pair_cos, pair_dist = cos[iu[0], iu[1]], dist[iu[0], iu[1]]
     max_cos = pair_cos.max().item()
