@@ -1,0 +1,12 @@
+"""CSAE Explorer: the Streamlit UI around csae_core (`streamlit run app/explorer.py`).
+
+Modules, one job each:
+  registry  which trained models exist (checkpoints/manifest.json, else the checkpoint JSONs)
+  analysis  glue that calls csae_core on arrays (reconstructions, latents, PCA, nearest centroid)
+  loaders   the st.cache_resource / st.cache_data wrappers (the only module that caches)
+  grids     image grids and PNG bytes for st.image
+  figures   plotly figure builders (return go.Figure, no st. calls)
+  letters   user images (uploads, canvas) -> EMNIST-style model inputs or a message
+  widgets   shared Streamlit pieces: pickers, "what is missing" notes, image strips
+The pages themselves are in ../pages/.
+"""

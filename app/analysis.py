@@ -1,0 +1,114 @@
+"""Glue between the app and csae_core on plain arrays; no Streamlit calls, no caching (see loaders).
+
+The maths is csae_core's: reconstruct/embed/predict, reconstruction_errors, psnr, nearest_centroid,
+sample_images, interpolate_latents, decode_latents. Only the 2-/3-D PCA used for display lives here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from csae_core.classify import nearest_centroid
+from csae_core.data import to_float_images
+from csae_core.evaluate import encode, psnr, reconstruction_errors
+
+
+@dataclass(frozen=True)
+class Recon:
+    """Reconstructions of a batch: uint8 images (N, H, W) and per-image MSE and PSNR (dB, peak 1)."""
+
+    images: np.ndarray
+    mse: np.ndarray
+    psnr: np.ndarray
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (N, 1, H, W) in [0, 1] -> uint8 (N, H, W)."""
+    return (x.detach().float().clamp(0, 1)[:, 0] * 255).round().byte().cpu().numpy()
+
+
+def choose_indices(labels: np.ndarray, class_index: int | None, n: int, seed: int) -> np.ndarray:
+    """n test-image indices: uniformly at random, or from one class; reproducible from `seed`."""
+    pool = np.arange(len(labels)) if class_index is None else np.flatnonzero(labels == class_index)
+    g = torch.Generator().manual_seed(int(seed))  # a local generator: no global RNG state is touched
+    order = torch.randperm(len(pool), generator=g).numpy()
+    return np.sort(pool[order[:n]])
+
+
+@torch.no_grad()
+def reconstruct(model, images28: np.ndarray) -> Recon:
+    """Reconstruct uint8 28x28 images (N, 28, 28) with a decoder model (CSAE, or CVAE under its predicted label)."""
+    x = to_float_images(torch.as_tensor(images28))  # (N, 1, 32, 32), padded like training
+    recon = model.reconstruct(x)
+    mse = reconstruction_errors(recon, x)
+    return Recon(to_uint8(recon), mse.numpy(), psnr(mse).numpy())
+
+
+@torch.no_grad()
+def reconstruct_letters(model, x: torch.Tensor) -> np.ndarray:
+    """uint8 reconstructions (N, 32, 32) of float letter inputs (N, 1, 32, 32)."""
+    return to_uint8(model.reconstruct(x))
+
+
+@torch.no_grad()
+def latents(model, images28: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    """Latent codes (N, d) float32 of uint8 images (N, 28, 28) (padded to 32 like training)."""
+    x = to_float_images(torch.as_tensor(images28))
+    return encode(model, x, batch_size=batch_size).numpy()
+
+
+@torch.no_grad()
+def nearest_classes(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """For a model with PEDCC centroids: the nearest class (N,) of each input and its distance (N,)."""
+    labels, dist = nearest_centroid(model.embed(x), model.centroids)
+    return labels.numpy(), dist.gather(1, labels[:, None])[:, 0].numpy()
+
+
+def own_centroid_distances(z: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Distance (N,) of each latent to the centroid of its own class: the scale letters are compared with."""
+    return np.linalg.norm(z - centroids[labels], axis=1)
+
+
+def class_means(z: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean latent (n, d) of each class (NaN rows for classes with no sample)."""
+    out = np.full((num_classes, z.shape[1]), np.nan, dtype=np.float64)
+    for k in range(num_classes):
+        if (labels == k).any():
+            out[k] = z[labels == k].mean(0)
+    return out
+
+
+def pairwise_distances(points: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrix (n, n) between rows of points (n, d)."""
+    return torch.cdist(torch.as_tensor(points, dtype=torch.float64)[None],
+                       torch.as_tensor(points, dtype=torch.float64)[None])[0].numpy()
+
+
+def pairwise_cosines(points: np.ndarray) -> np.ndarray:
+    """Cosines of all pairs i < j of the rows of points (n, d)."""
+    u = torch.nn.functional.normalize(torch.as_tensor(points, dtype=torch.float64), dim=1)
+    iu = torch.triu_indices(len(u), len(u), offset=1)
+    return (u @ u.T)[iu[0], iu[1]].numpy()
+
+
+@dataclass(frozen=True)
+class PCA:
+    """A k-component PCA fitted on some points: project any other points (e.g. the centroids) with it."""
+
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (k, d), rows orthonormal
+    explained: np.ndarray  # (k,) fraction of the variance each component explains
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, dtype=np.float64) - self.mean) @ self.components.T  # (N, k)
+
+
+def fit_pca(z: np.ndarray, k: int) -> PCA:
+    """PCA of latents z (N, d) by SVD of the centred data (exact, N x d is small here)."""
+    x = torch.as_tensor(z, dtype=torch.float64)
+    mean = x.mean(0)
+    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    var = s**2
+    return PCA(mean.numpy(), vh[:k].numpy(), (var[:k] / var.sum().clamp_min(1e-12)).numpy())

@@ -1,0 +1,31 @@
+"""CSAE Explorer, the entrypoint: `streamlit run app/explorer.py` from the repository root.
+
+A router and frame only: page config, then st.navigation over the scripts in ../pages/. Because
+the pages are registered with st.navigation, Streamlit does not auto-discover any pages/ folder
+(and it would only look next to this file, in app/pages/, which does not exist).
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# `streamlit run app/explorer.py` puts app/ on sys.path, not the repository root, and the project
+# is not pip-installed: make `csae_core` and the `app` package importable for every page, once, here.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+PAGES = ROOT / "pages"
+
+st.set_page_config(page_title="CSAE Explorer", page_icon=":material/hub:", layout="wide")
+
+navigation = st.navigation([
+    st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
+    st.Page(PAGES / "pedcc_sphere.py", title="PEDCC sphere", icon=":material/public:"),
+    st.Page(PAGES / "distance_matrix.py", title="Distance matrix", icon=":material/grid_on:"),
+    st.Page(PAGES / "reconstructions.py", title="Reconstructions", icon=":material/compare:"),
+    st.Page(PAGES / "class_sampling.py", title="Class sampling", icon=":material/casino:"),
+    st.Page(PAGES / "letters.py", title="Letters (EMNIST)", icon=":material/text_fields:"),
+    st.Page(PAGES / "latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
+])
+navigation.run()

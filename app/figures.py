@@ -1,0 +1,122 @@
+"""Plotly figure builders: arrays in, go.Figure out, no Streamlit calls (so they are testable)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+SPHERE_STEPS = 40  # mesh resolution of the translucent unit sphere
+
+
+def _sphere_surface() -> go.Surface:
+    theta, phi = np.meshgrid(np.linspace(0, np.pi, SPHERE_STEPS), np.linspace(0, 2 * np.pi, 2 * SPHERE_STEPS))
+    x, y, z = np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)
+    return go.Surface(x=x, y=y, z=z, opacity=0.18, showscale=False, hoverinfo="skip",
+                      colorscale=[[0, "#9ecae1"], [1, "#9ecae1"]], name="unit sphere")
+
+
+def _points(u: np.ndarray) -> go.Scatter3d:
+    n = len(u)
+    return go.Scatter3d(x=u[:, 0], y=u[:, 1], z=u[:, 2], mode="markers",
+                        marker=dict(size=6, color=np.arange(n), colorscale="Turbo", line=dict(width=0)),
+                        text=[f"centroid {i}" for i in range(n)], hoverinfo="text", name="centroids")
+
+
+def sphere_figure(history: np.ndarray, frame_labels: list[str] | None = None, height: int = 560) -> go.Figure:
+    """PEDCC points on the unit sphere; with several frames (F, n, 3), a play button and a slider
+    that scrub through the convergence. The figure opens on the final frame."""
+    history = np.asarray(history, dtype=float)
+    if history.ndim == 2:
+        history = history[None]
+    frames_n = len(history)
+    labels = frame_labels or [str(i) for i in range(frames_n)]
+    fig = go.Figure(data=[_sphere_surface(), _points(history[-1])])
+    axis = dict(range=[-1.15, 1.15], showbackground=False, title="", showticklabels=False)
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+                      scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube"))
+    if frames_n > 1:
+        # Frames replace only trace 1 (the points): the sphere mesh is sent once.
+        fig.frames = [go.Frame(data=[_points(u)], traces=[1], name=labels[i]) for i, u in enumerate(history)]
+        anim = dict(frame=dict(duration=80, redraw=True), transition=dict(duration=0), mode="immediate")
+        fig.update_layout(
+            updatemenus=[dict(type="buttons", showactive=False, x=0.02, y=0.02, xanchor="left", yanchor="bottom",
+                              buttons=[dict(label="▶ play", method="animate", args=[None, {**anim, "fromcurrent": False}]),
+                                       dict(label="❚❚ pause", method="animate",
+                                            args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+            sliders=[dict(active=frames_n - 1, x=0.2, len=0.78, y=0.02, yanchor="bottom",
+                          currentvalue=dict(prefix="iteration "),
+                          steps=[dict(label=labels[i], method="animate",
+                                      args=[[labels[i]], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
+                                 for i in range(frames_n)])])
+    return fig
+
+
+def line_figure(x: list, y: list, xtitle: str, ytitle: str, hline: float | None = None,
+                hline_label: str = "", height: int = 260) -> go.Figure:
+    """A small line chart, optionally with a dashed reference line (e.g. the best known energy)."""
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers", marker=dict(size=4)))
+    if hline is not None:
+        fig.add_hline(y=hline, line_dash="dash", line_color="gray", annotation_text=hline_label)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=xtitle, yaxis_title=ytitle)
+    return fig
+
+
+def cosine_histogram(cosines: np.ndarray, simplex: float | None = None, height: int = 300) -> go.Figure:
+    """Histogram of pairwise cosines between centroids, with the regular simplex's -1/(n-1) marked."""
+    fig = go.Figure(go.Histogram(x=np.asarray(cosines), nbinsx=60, marker_color="#3182bd",
+                                 hovertemplate="cosine %{x}<br>%{y} pairs<extra></extra>"))
+    if simplex is not None:
+        fig.add_vline(x=simplex, line_dash="dash", line_color="crimson",
+                      annotation_text=f"simplex −1/(n−1) = {simplex:.4f}")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), bargap=0.05,
+                      xaxis_title="cosine between two centroids", yaxis_title="pairs")
+    return fig
+
+
+def distance_heatmap(dist: np.ndarray, names: list[str], title: str, upper_only: bool = False,
+                     height: int = 480) -> go.Figure:
+    """Fig. 10: pairwise distances with class names on both axes and the values on hover (and in the
+    cells for up to 12 classes). `upper_only` blanks the lower triangle and the diagonal, as the paper does."""
+    z = np.array(dist, dtype=float)
+    if upper_only:
+        z[np.tril_indices(len(z))] = np.nan
+    names = [str(n) for n in names]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=names, y=names, colorscale="Viridis", hoverongaps=False,
+        texttemplate="%{z:.2f}" if len(z) <= 12 else None,
+        hovertemplate="%{y} ↔ %{x}<br>distance %{z:.4f}<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category", side="top"))
+    return fig
+
+
+def latent_scatter(proj: np.ndarray, labels: np.ndarray, names: list[str], centroids: np.ndarray | None = None,
+                   axis_titles: list[str] | None = None, height: int = 620) -> go.Figure:
+    """Projected latents (N, 2|3) coloured by class; the projected PEDCC centroids as black diamonds."""
+    proj, labels = np.asarray(proj), np.asarray(labels)
+    three = proj.shape[1] == 3
+    scatter = go.Scatter3d if three else go.Scatter
+    fig = go.Figure()
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+    for k, name in enumerate(names):
+        sel = labels == k
+        if not sel.any():
+            continue
+        coords = dict(x=proj[sel, 0], y=proj[sel, 1], **({"z": proj[sel, 2]} if three else {}))
+        fig.add_trace(scatter(**coords, mode="markers", name=str(name),
+                              marker=dict(size=3 if three else 5, opacity=0.6, color=palette[k % len(palette)])))
+    if centroids is not None:
+        c = np.asarray(centroids)
+        coords = dict(x=c[:, 0], y=c[:, 1], **({"z": c[:, 2]} if three else {}))
+        fig.add_trace(scatter(**coords, mode="markers+text", name="PEDCC centroids", text=[str(n) for n in names],
+                              textposition="top center",
+                              marker=dict(size=8 if three else 14, color="black", symbol="diamond",
+                                          line=dict(width=1, color="white"))))
+    titles = axis_titles or ["PC1", "PC2", "PC3"]
+    if three:
+        fig.update_layout(scene=dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2]))
+    else:
+        fig.update_layout(xaxis_title=titles[0], yaxis_title=titles[1])
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)  # equal scales: distances read true
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"))
+    return fig

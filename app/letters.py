@@ -1,0 +1,62 @@
+"""User letters (uploads and the drawing canvas) -> EMNIST-style 28x28 model inputs, or a message.
+
+Everything happens on the bytes in memory: nothing a user uploads is written to disk. The checks
+(undecodable, over the pixel bound, animated/multi-frame, 1x1, blank) are csae_core.images'; here
+they become one result object per file so a page can show the message instead of a traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from csae_core.errors import CSAEError
+from csae_core.images import decode_image, preprocess_letter
+
+
+@dataclass(frozen=True)
+class LetterInput:
+    """One user image: its EMNIST-style preprocessing steps (title, uint8 array), or why it was refused."""
+
+    name: str
+    steps: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """The 28x28 uint8 picture the models see (the last step)."""
+        return self.steps[-1][1]
+
+
+def prepare_image(name: str, data: bytes) -> LetterInput:
+    """Decode and preprocess one image file given as bytes; CSAEError messages are returned, not raised."""
+    try:
+        return LetterInput(name, preprocess_letter(decode_image(data, name), name))
+    except CSAEError as e:
+        return LetterInput(name, error=str(e))
+
+
+def canvas_is_blank(rgba: np.ndarray | None) -> bool:
+    """True for an untouched canvas (nothing drawn), which deserves a hint rather than an error."""
+    if rgba is None:
+        return True
+    rgba = np.asarray(rgba)
+    if rgba.ndim != 3 or rgba.size == 0:
+        return True
+    return bool(rgba[..., 3].max() == 0 or (rgba[..., :3].min() > 240 and rgba[..., :3].max() - rgba[..., :3].min() < 16))
+
+
+def nearest_table(titles: list[str], nearest: dict[str, tuple[np.ndarray, np.ndarray]],
+                  class_names: list[str]) -> list[dict]:
+    """Rows for st.dataframe: per letter, each model's nearest class and the distance to its centroid."""
+    rows = []
+    for i, title in enumerate(titles):
+        row = {"letter": title}
+        for label, (classes, dist) in nearest.items():
+            row[label] = f"{class_names[int(classes[i])]}  ({float(dist[i]):.2f})"
+        rows.append(row)
+    return rows

@@ -1,0 +1,189 @@
+"""Every cache of the app, in one place.
+
+* Models: st.cache_resource keyed by checkpoint path, one copy per process shared by all users;
+  nothing may mutate them (they are in eval mode and only ever run under no_grad).
+* Arrays derived from data or models: st.cache_data, keyed by plain values (checkpoint path,
+  dataset folder, image indices), so a key never depends on a model object.
+* Dataset folders are part of the keys (`data_folder`), so a download or a changed
+  CSAE_DATA_DIR is picked up instead of serving stale arrays.
+
+The reconstruction grid of one (checkpoint, image selection) is cached as finished PNG bytes:
+moving the beta slider back to a seen value costs one cache lookup.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from csae_core import data
+from csae_core.checkpoint import Checkpoint, load_checkpoint
+from csae_core.images import letter_tensor
+from csae_core.pedcc import PEDCCResult, generate_pedcc
+from csae_core.sample import decode_latents, interpolate_latents, sample_images
+
+from . import analysis, grids, registry
+
+HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
+
+
+# ---------------------------------------------------------------- models
+
+def model_entries() -> list[registry.ModelEntry]:
+    """All checkpoints under the checkpoints folder; re-read only when a file there changes."""
+    folder = registry.checkpoints_dir()
+    return _scan(str(folder), registry.stamp(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _scan(folder: str, stamp: tuple) -> list[registry.ModelEntry]:
+    return registry.scan(Path(folder))  # `stamp` (file mtimes and sizes) is only part of the key
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=48)
+def load_model(path: str) -> Checkpoint:
+    """The checkpoint at `path` (model in eval mode), loaded once per process."""
+    ckpt = load_checkpoint(path)
+    ckpt.model.requires_grad_(False)
+    return ckpt
+
+
+# ---------------------------------------------------------------- datasets
+
+def data_folder(name: str) -> str | None:
+    """Where dataset `name` is (None if missing): part of every data cache key."""
+    folder = data.find_dataset_dir(name)
+    return None if folder is None else str(folder.resolve())
+
+
+def dataset_rows() -> list[dict]:
+    """One row per dataset/split (ok, images, classes present, problem), refreshed when folders change."""
+    key = tuple((n, data_folder(n)) for n in data.DATASETS)
+    return _dataset_status(key)
+
+
+@st.cache_data(show_spinner="Checking the datasets…", max_entries=8)
+def _dataset_status(folders: tuple) -> list[dict]:
+    return data.check_datasets()  # `folders` is only part of the key
+
+
+def _split(name: str, split: str, folder: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = data.load_split(name, split, data_dir=folder)  # csae_core caches the parsed file
+    return images.numpy(), labels.numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def test_selection(name: str, folder: str, class_index: int | None, n: int, seed: int,
+                   split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, uint8 images (n, 28, 28), labels) of n test images, random or from one class."""
+    images, labels = _split(name, split, folder)
+    idx = analysis.choose_indices(labels, class_index, n, seed)
+    return idx, images[idx], labels[idx]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def split_labels(name: str, folder: str, split: str = "test") -> np.ndarray:
+    return _split(name, split, folder)[1]
+
+
+# ---------------------------------------------------------------- reconstructions
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def reconstruction(path: str, name: str, folder: str, indices: tuple[int, ...], split: str = "test") -> analysis.Recon:
+    """Reconstructions and per-image MSE/PSNR of test images `indices` by the checkpoint at `path`."""
+    images, _ = _split(name, split, folder)
+    return analysis.reconstruct(load_model(path).model, images[list(indices)])
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def comparison_png(path: str, name: str, folder: str, indices: tuple[int, ...], nrow: int) -> bytes:
+    """PNG of the Fig. 4 grid (originals above reconstructions) for one checkpoint and image selection."""
+    images, _ = _split(name, "test", folder)
+    rec = reconstruction(path, name, folder, indices)
+    return grids.png(grids.comparison_grid(images[list(indices)], rec.images, nrow))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def row_png(path: str | None, name: str, folder: str, indices: tuple[int, ...]) -> bytes:
+    """One row of images: the originals (path None) or one checkpoint's reconstructions."""
+    if path is None:
+        images, _ = _split(name, "test", folder)
+        row = images[list(indices)]
+    else:
+        row = reconstruction(path, name, folder, indices).images
+    return grids.png(grids.grid(row, nrow=len(indices)))
+
+
+# ---------------------------------------------------------------- latents
+
+@st.cache_data(show_spinner="Encoding test images…", max_entries=32)
+def test_latents(path: str, name: str, folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latents (n, d) of the first n test images (a fixed, class-balanced-enough prefix) and their labels."""
+    images, labels = _split(name, "test", folder)
+    return analysis.latents(load_model(path).model, images[:n]), labels[:n]
+
+
+# ---------------------------------------------------------------- sampling
+
+@st.cache_data(show_spinner="Sampling…", max_entries=128)
+def samples_png(path: str, classes: tuple[int, ...], n: int, temperature: float, seed: int) -> bytes:
+    """Decoded samples from each class's latent Gaussian (one row per class) as PNG."""
+    ckpt = load_model(path)
+    images, _ = sample_images(ckpt.model, list(classes), n, ckpt.latent_stats(), temperature, seed)
+    return grids.png(grids.grid(analysis.to_uint8(images), nrow=n))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def interpolation_png(path: str, a: int, b: int, steps: int, use_means: bool) -> bytes:
+    """Decoded straight path (CSAE) from class a's centre to class b's (PEDCC centroids or learned means)."""
+    ckpt = load_model(path)
+    if use_means:
+        centres = ckpt.latent_stats()[0]
+    else:
+        centres = ckpt.model.centroids.cpu()
+    z = interpolate_latents(centres[a], centres[b], steps)
+    return grids.png(grids.grid(analysis.to_uint8(decode_latents(ckpt.model, z)), nrow=steps))
+
+
+# ---------------------------------------------------------------- letters
+
+# User letters are not cached: a process-wide cache would keep what one user uploaded. They are
+# a handful of images, so running them through each model on every rerun is cheap.
+
+def letters_png(path: str, images28: np.ndarray) -> bytes:
+    """One row: a checkpoint's reconstructions of 28x28 letter images."""
+    x = letter_tensor(list(images28))
+    return grids.png(grids.grid(analysis.reconstruct_letters(load_model(path).model, x), nrow=len(images28)))
+
+
+def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest PEDCC class and its distance for each 28x28 letter image."""
+    return analysis.nearest_classes(load_model(path).model, letter_tensor(list(images28)))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def emnist_letters(name: str, folder: str, split: str, indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (k, 28, 28) and labels of EMNIST letters `indices` of `split`."""
+    images, labels = _split(name, split, folder)
+    return images[list(indices)], labels[list(indices)]
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def emnist_letters_png(path: str, name: str, folder: str, split: str, indices: tuple[int, ...]) -> bytes:
+    """letters_png for dataset letters (cached: the key is the dataset selection, not user data)."""
+    return letters_png(path, emnist_letters(name, folder, split, indices)[0])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def emnist_letters_nearest(path: str, name: str, folder: str, split: str,
+                           indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    return letters_nearest(path, emnist_letters(name, folder, split, indices)[0])
+
+
+# ---------------------------------------------------------------- PEDCC
+
+@st.cache_data(show_spinner="Running PEDCC…", max_entries=64)
+def pedcc_run(n: int, d: int, seed: int, iters: int | None, converge: bool) -> PEDCCResult:
+    """generate_pedcc with a position history for the animation (a few ms to ~0.3 s on the 3-D sphere)."""
+    return generate_pedcc(n, d, seed=seed, iters=iters, converge=converge, history_frames=HISTORY_FRAMES)

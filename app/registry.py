@@ -1,0 +1,175 @@
+"""Which trained models exist. No Streamlit calls: the app caches `scan` in loaders.
+
+Source of truth is `checkpoints/manifest.json` (a JSON list of rows with dataset, model, beta,
+epoch, paper_epoch, recipe, test_accuracy, recon_mse, path, ...). While the zoo is still being
+trained the manifest may be missing or lag behind, so checkpoint JSONs found under the folder
+that the manifest does not list are read directly as well.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_VAR = "CSAE_CHECKPOINTS_DIR"
+CHECKPOINT_FORMAT = "csae-checkpoint/1"
+PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
+TRAIN_COMMANDS = ("python checkpoints/train_zoo.py", "python -m csae_core train --dataset mnist --beta 0.02")
+
+KIND_TITLES = {"csae": "CSAE", "csae-encoder": "CSAE encoder", "basenet": "Basenet", "cvae": "CVAE"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One checkpoint, as listed by the manifest or read from its JSON."""
+
+    dataset: str
+    kind: str  # csae | csae-encoder | basenet | cvae
+    beta: float
+    epoch: int
+    paper_epoch: int | None  # the epoch of the paper's 120-epoch schedule this corresponds to
+    path: str  # absolute path of the checkpoint .json
+    recipe: str | None = None
+    test_accuracy: float | None = None
+    recon_mse: float | None = None
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.kind in ("csae", "cvae")
+
+    @property
+    def has_centroids(self) -> bool:
+        return self.kind in ("csae", "csae-encoder")
+
+    @property
+    def label(self) -> str:
+        """Short name as in the paper's figures: 'CSAE β=0.02', 'CVAE'."""
+        name = KIND_TITLES.get(self.kind, self.kind)
+        return f"{name} β={self.beta:g}" if self.kind == "csae" else name
+
+    @property
+    def long_label(self) -> str:
+        epoch = f"epoch {self.paper_epoch}" if self.paper_epoch else f"epoch {self.epoch}"
+        return f"{self.dataset} · {self.label} · {epoch}"
+
+
+def checkpoints_dir() -> Path:
+    """$CSAE_CHECKPOINTS_DIR if set (tests point it at a fixture), else <repo>/checkpoints."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    return Path(env).expanduser() if env else ROOT / "checkpoints"
+
+
+def _json_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.json") if p.name != "manifest.json" and not p.name.startswith("."))
+
+
+def stamp(folder: Path) -> tuple:
+    """(path, mtime, size) of the manifest and every JSON: a cache key that changes when the zoo does."""
+    files = _json_files(folder) + [folder / "manifest.json"]
+    out = []
+    for p in files:
+        try:
+            s = p.stat()
+        except OSError:
+            continue
+        out.append((str(p), s.st_mtime_ns, s.st_size))
+    return tuple(out)
+
+
+def _paper_epoch(epoch: int, train: dict | None) -> int | None:
+    epochs = (train or {}).get("epochs")
+    if not epochs:
+        return None
+    return round(PAPER_EPOCHS * epoch / epochs)
+
+
+def _resolve(row_path: str, folder: Path) -> Path | None:
+    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder."""
+    p = Path(row_path)
+    candidates = [p] if p.is_absolute() else [ROOT / p, folder / p, folder.parent / p]
+    for c in candidates:
+        if c.with_suffix(".json").is_file():
+            return c.with_suffix(".json").resolve()
+    return None
+
+
+def _from_manifest(folder: Path) -> list[ModelEntry]:
+    try:
+        rows = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return []  # no (or a half-written) manifest: the glob below still finds the checkpoints
+    entries = []
+    for row in rows if isinstance(rows, list) else []:
+        try:
+            path = _resolve(str(row["path"]), folder)
+            if path is None:
+                continue  # listed but not (yet) on disk
+            entries.append(ModelEntry(
+                dataset=str(row["dataset"]), kind=str(row["model"]), beta=float(row.get("beta", 0.0)),
+                epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch"), path=str(path),
+                recipe=row.get("recipe"), test_accuracy=row.get("test_accuracy"), recon_mse=row.get("recon_mse")))
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed row hides one model, not the whole zoo
+    return entries
+
+
+def _from_json(path: Path) -> ModelEntry | None:
+    try:
+        meta = json.loads(path.read_text())
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            return None
+        model = meta["model"]
+        epoch = int(meta["epoch"])
+        metrics = meta.get("metrics") or {}
+        return ModelEntry(
+            dataset=str(meta["dataset"]), kind=str(model["kind"]), beta=float(model.get("beta", 0.0)),
+            epoch=epoch, paper_epoch=meta.get("paper_epoch") or _paper_epoch(epoch, meta.get("train")),
+            path=str(path.resolve()), recipe=meta.get("recipe"),
+            test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # not a checkpoint (or being written): skip it
+
+
+def scan(folder: Path | None = None) -> list[ModelEntry]:
+    """Every model under `folder` (default: checkpoints_dir()): manifest rows, then unlisted JSONs."""
+    folder = Path(folder) if folder is not None else checkpoints_dir()
+    entries = _from_manifest(folder)
+    listed = {e.path for e in entries}
+    for p in _json_files(folder):
+        if str(p.resolve()) not in listed:
+            e = _from_json(p)
+            if e is not None:
+                entries.append(e)
+    kinds = list(KIND_TITLES)
+    return sorted(entries, key=lambda e: (e.dataset, kinds.index(e.kind) if e.kind in kinds else 9, e.beta, e.epoch))
+
+
+def finals(entries: list[ModelEntry], dataset: str | None = None, decoder_only: bool = False) -> list[ModelEntry]:
+    """The last epoch of each (dataset, kind, beta): the fully trained models, snapshots left out."""
+    best: dict[tuple, ModelEntry] = {}
+    for e in entries:
+        if dataset is not None and e.dataset != dataset:
+            continue
+        if decoder_only and not e.has_decoder:
+            continue
+        key = (e.dataset, e.kind, e.beta)
+        if key not in best or e.epoch > best[key].epoch:
+            best[key] = e
+    return [e for e in entries if best.get((e.dataset, e.kind, e.beta)) is e]
+
+
+def snapshots(entries: list[ModelEntry], dataset: str, kind: str, beta: float) -> dict[int, ModelEntry]:
+    """{paper epoch: entry} of one model's saved epochs (40/80/120 for the Fig. 4 betas)."""
+    out = {}
+    for e in entries:
+        if (e.dataset, e.kind, e.beta) == (dataset, kind, beta):
+            out[e.paper_epoch if e.paper_epoch is not None else e.epoch] = e
+    return dict(sorted(out.items()))
+
+
+def datasets(entries: list[ModelEntry]) -> list[str]:
+    return sorted({e.dataset for e in entries})

@@ -1,0 +1,116 @@
+"""Streamlit pieces shared by the pages: remembered pickers, notes about what is missing, image rows.
+
+Choices the user makes (dataset, model) are remembered per session in st.session_state, so they
+survive switching pages; nothing per-user goes into a process-wide cache.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import streamlit as st
+
+from csae_core import data
+from csae_core.checkpoint import Checkpoint
+from csae_core.errors import CSAEError
+
+from . import loaders, registry
+
+
+def choose(label: str, options: Sequence, *, remember: str, key: str, format_func: Callable = str,
+           where=None, help: str | None = None):
+    """A selectbox whose choice is remembered under st.session_state[remember] across pages."""
+    where = where or st
+    options = list(options)
+    saved = st.session_state.get(remember)
+    index = options.index(saved) if saved in options else 0
+    value = where.selectbox(label, options, index=index, format_func=format_func, key=key, help=help)
+    st.session_state[remember] = value
+    return value
+
+
+def choose_dataset(datasets: Sequence[str], key: str, where=None) -> str:
+    titles = {n: spec.title for n, spec in data.DATASETS.items()}
+    return choose("Dataset", datasets, remember="chosen_dataset", key=key, where=where,
+                  format_func=lambda n: titles.get(n, n))
+
+
+def choose_model(entries: Sequence[registry.ModelEntry], key: str, where=None,
+                 label: str = "Model") -> registry.ModelEntry:
+    by_path = {e.path: e for e in entries}
+    path = choose(label, list(by_path), remember="chosen_model", key=key, where=where,
+                  format_func=lambda p: by_path[p].long_label)
+    return by_path[path]
+
+
+def load_or_stop(entry: registry.ModelEntry) -> Checkpoint:
+    """The loaded checkpoint, or its problem (e.g. weights missing) shown with st.error and the page stopped."""
+    try:
+        return loaders.load_model(entry.path)
+    except CSAEError as e:
+        st.error(f"{entry.long_label} cannot be loaded: {e}")
+        st.stop()
+
+
+def loadable(entries: Sequence[registry.ModelEntry]) -> list[registry.ModelEntry]:
+    """The entries whose checkpoints load; the others are named in one warning instead of failing the page."""
+    ok, bad = [], []
+    for e in entries:
+        try:
+            loaders.load_model(e.path)
+            ok.append(e)
+        except CSAEError as err:
+            bad.append(f"- {e.long_label}: {err}")
+    if bad:
+        st.warning("Left out, because their checkpoints cannot be loaded:\n\n" + "\n".join(bad))
+    return ok
+
+
+def no_models(what: str = "this view", dataset: str | None = None) -> None:
+    """Say that no trained model was found, where we looked, and which command makes one."""
+    where = registry.checkpoints_dir()
+    on = f" for {data.DATASETS[dataset].title}" if dataset in data.DATASETS else ""
+    st.info(f"No trained model{on} was found in `{where}`, and {what} needs one. Train the model zoo with "
+            f"`{registry.TRAIN_COMMANDS[0]}`, or one model with `{registry.TRAIN_COMMANDS[1]}` "
+            f"(then export it to `checkpoints/` or point `{registry.ENV_VAR}` at its folder). "
+            f"The PEDCC sphere view works without models.")
+
+
+def no_dataset(name: str, what: str = "This view") -> None:
+    spec = data.DATASETS[name]
+    st.warning(f"{what} needs the {spec.title} test images, which were not found. Get them with the "
+               f"download button on the Home page or `python -m csae_core data download {name}`, or set "
+               f"`{data.ENV_VAR}` to a folder holding `{spec.folder}/`.")
+
+
+def image_row(png: bytes, caption: str | None = None) -> None:
+    """One PNG row (a strip of images) at its natural size."""
+    st.image(png, caption=caption)
+
+
+def download_dataset_button(name: str, key: str) -> bool:
+    """A button that downloads dataset `name` with a progress bar; True when a download finished.
+    Errors (offline, checksum mismatch, disk full) are shown with st.error, never as a traceback."""
+    spec = data.DATASETS[name]
+    if not st.button(f"Download {spec.title}", key=key):
+        return False
+    bar = st.progress(0.0, text=f"Downloading {spec.title}…")
+
+    def progress(done: int, total: int | None) -> None:
+        if total:
+            bar.progress(min(done / total, 1.0), text=f"{spec.title}: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
+        else:
+            bar.progress(0.0, text=f"{spec.title}: {done / 1e6:.1f} MB")
+
+    try:
+        folder = data.download_dataset(name, progress=progress)
+    except CSAEError as e:
+        bar.empty()
+        st.error(str(e))
+        return False
+    except OSError as e:  # network or disk trouble that csae_core did not translate
+        bar.empty()
+        st.error(f"Downloading {spec.title} failed: {e}. Fix: check the network connection and free disk "
+                 f"space, or run `python -m csae_core data download {name}`.")
+        return False
+    bar.progress(1.0, text=f"{spec.title} saved to {folder}")
+    return True

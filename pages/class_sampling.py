@@ -1,0 +1,50 @@
+"""Class sampling (Fig. 7/8): decode draws from each class's latent Gaussian, and paths between class centres."""
+import streamlit as st
+
+from app import loaders, registry, widgets
+
+st.title("Class sampling")
+st.caption("CSAE: the latent codes of each class's training images have a mean and a covariance; drawing from "
+           "that Gaussian and decoding gives new images of the class (section 4.2). The CVAE draws z ~ N(0, I) "
+           "and decodes it with the class as condition.")
+
+decoders = registry.finals(loaders.model_entries(), decoder_only=True)
+if not decoders:
+    widgets.no_models("class sampling")
+    st.stop()
+
+entry = widgets.choose_model(decoders, key="sample_model")
+ckpt = widgets.load_or_stop(entry)
+names = ckpt.class_names
+if entry.kind == "csae" and ckpt.latent_stats() is None:
+    st.warning("This checkpoint stores no class latent statistics, so it cannot sample. Retrain it with "
+               "`python -m csae_core train` (every checkpoint it writes has them).")
+    st.stop()
+
+c = st.columns(4)
+mode = c[0].radio("Show", ["all classes (Fig. 7 grid)", "one class"], key="sample_mode")
+seed = int(c[1].number_input("Seed", 0, 1_000_000, 0, step=1, key="sample_seed"))
+temperature = c[2].slider("Temperature (scales the covariance)", 0.0, 3.0, 1.0, 0.1, key="sample_temperature")
+if mode == "one class":
+    k = c[3].selectbox("Class", range(len(names)), format_func=lambda i: names[i], key="sample_class")
+    n = c[3].slider("Samples", 1, 64, 32, key="sample_n")
+    classes = (k,)
+else:
+    n = c[3].slider("Samples per class", 1, 16, 10, key="sample_per_class")
+    classes = tuple(range(len(names)))
+st.image(loaders.samples_png(entry.path, classes, n, float(temperature), seed),
+         caption=f"{entry.long_label}: one row per class ({', '.join(names[k] for k in classes)}), "
+                 f"temperature {temperature:g}, seed {seed}")
+
+st.header("Between two classes")
+if entry.kind == "cvae":
+    st.caption("The CVAE has no class centres to walk between; pick a CSAE model for this part.")
+else:
+    i = st.columns(4)
+    a = i[0].selectbox("From", range(len(names)), index=0, format_func=lambda j: names[j], key="interp_a")
+    b = i[1].selectbox("To", range(len(names)), index=min(1, len(names) - 1),
+                       format_func=lambda j: names[j], key="interp_b")
+    steps = i[2].slider("Steps", 2, 16, 10, key="interp_steps")
+    use_means = i[3].radio("Ends", ["PEDCC centroids", "learned class means"], key="interp_ends") != "PEDCC centroids"
+    st.image(loaders.interpolation_png(entry.path, a, b, steps, use_means),
+             caption=f"Decoded straight path from {names[a]} to {names[b]} ({steps} steps, both ends included)")

@@ -1,0 +1,56 @@
+"""Distance matrix (Fig. 10): distances between the PEDCC centroids and between the learned class means."""
+import numpy as np
+import streamlit as st
+
+from app import analysis, figures, loaders, registry, widgets
+
+st.title("Distance matrix")
+st.caption("Fig. 10 of the paper: the Euclidean distances between the class centres of the latent codes. "
+           "Because the centres are predefined and evenly spread, all off-diagonal distances are nearly equal — "
+           "even for classes that look alike (4/9, 7/9 in MNIST).")
+
+entries = registry.finals(loaders.model_entries())
+if not entries:
+    widgets.no_models("the distance matrix")
+    st.stop()
+
+controls = st.columns([2, 2, 1])
+entry = widgets.choose_model(entries, key="dist_model", where=controls[0])
+ckpt = widgets.load_or_stop(entry)
+names = ckpt.class_names
+source = controls[1].radio("Class means from", ["training latents stored in the checkpoint", "test set"],
+                           key="dist_source", horizontal=False)
+upper = controls[2].toggle("Upper triangle only", value=True, key="dist_upper")
+
+means = None
+if source.startswith("training"):
+    stats = ckpt.latent_stats()
+    if stats is None:
+        st.warning("This checkpoint stores no class latent statistics; showing test-set means instead.")
+    else:
+        means = stats[0].numpy()
+if means is None:
+    folder = loaders.data_folder(entry.dataset)
+    if folder is None:
+        widgets.no_dataset(entry.dataset, "Test-set class means")
+    else:
+        n = st.slider("Test images", 500, 10_000, 2000, step=500, key="dist_test_n")
+        z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
+        means = analysis.class_means(z, labels, len(names))
+
+left, right = st.columns(2)
+if entry.has_centroids:
+    pedcc = analysis.pairwise_distances(ckpt.model.centroids.cpu().numpy())
+    left.plotly_chart(figures.distance_heatmap(pedcc, names, "PEDCC centroids (predefined)", upper),
+                      key="dist_pedcc_fig")
+    left.caption(f"All off-diagonal distances ≈ {pedcc[~np.eye(len(pedcc), dtype=bool)].mean():.3f} "
+                 f"(centroids scaled by √d = {ckpt.config.alpha:.3f}).")
+else:
+    left.info(f"A {entry.label} has no predefined centroids; only its learned class means are shown.")
+if means is not None:
+    learned = analysis.pairwise_distances(means)
+    right.plotly_chart(figures.distance_heatmap(learned, names, f"Learned class means — {entry.label}", upper),
+                       key="dist_learned_fig")
+    off = learned[~np.eye(len(learned), dtype=bool)]
+    right.caption(f"Off-diagonal distances: min {np.nanmin(off):.3f}, max {np.nanmax(off):.3f}, "
+                  f"spread {np.nanmax(off) - np.nanmin(off):.3f}.")

@@ -1,0 +1,61 @@
+"""Home: what CSAE and PEDCC are, which models and datasets were found, and how to get the missing ones."""
+import streamlit as st
+
+from app import figures, loaders, registry, widgets
+from csae_core import data
+
+st.title("CSAE Explorer")
+
+text, picture = st.columns([3, 2])
+with text:
+    st.markdown(
+        "**CSAE** (Zhu & Zhang, *A Classification Supervised Auto-Encoder Based on Predefined "
+        "Evenly-Distributed Class Centroids*) is an autoencoder whose latent code is also its classifier. "
+        "Before training, **PEDCC** places one centre per class on a hypersphere in the latent space "
+        "(d = 40 here) as far apart as possible, by letting like charges repel each other until they "
+        "settle (Algorithm 1). The encoder is trained to map every image onto its class's centre "
+        "(a mean-squared-error loss), the decoder to rebuild the image from that code (MSE plus a "
+        "wavelet loss for sharp edges), and Gaussian noise of strength **β** is added to the code during "
+        "training so that the decoder tolerates codes between the samples it has seen.\n\n"
+        "A test image is classified by the nearest predefined centre; new images of a class are made by "
+        "sampling its latent Gaussian and decoding. The pages on the left show each part: the centres on "
+        "a sphere, their distances, reconstructions for each β, class sampling, letters the models never "
+        "saw, and the latent space.")
+with picture:
+    # The picture: 10 PEDCC centres on the 3-D sphere (the same algorithm, with d = 3 so it can be seen).
+    result = loaders.pedcc_run(10, 3, 0, None, True)
+    st.plotly_chart(figures.sphere_figure(result.centroids.numpy(), height=320), key="home_sphere")
+    st.caption("PEDCC with 10 classes on the 3-D sphere (the models use 10 centres in 40 dimensions).")
+
+st.header("Models found")
+entries = loaders.model_entries()
+if entries:
+    st.dataframe(
+        [{"dataset": e.dataset, "model": e.label, "epoch (paper scale)": e.paper_epoch, "epoch": e.epoch,
+          "recipe": e.recipe, "test accuracy": e.test_accuracy, "recon MSE": e.recon_mse,
+          "checkpoint": e.path} for e in entries],
+        hide_index=True)
+    st.caption(f"Read from `{registry.checkpoints_dir()}` (manifest.json, plus any checkpoint it does not list).")
+else:
+    widgets.no_models("every view except the PEDCC sphere")
+
+st.header("Datasets")
+rows = loaders.dataset_rows()
+st.dataframe(
+    [{"dataset": r["dataset"], "split": r["split"], "ok": r["ok"], "images": r["images"],
+      "classes present": " ".join(r["classes"]) if len(r["classes"]) <= 26 else f"{len(r['classes'])}",
+      "path or problem": r["path"] if r["ok"] else r["problem"]} for r in rows],
+    hide_index=True)
+if "downloaded" in st.session_state:
+    st.success(f"{st.session_state.pop('downloaded')} is ready.")
+missing = [n for n in data.DATASETS if loaders.data_folder(n) is None]
+if missing:
+    st.write("Missing datasets can be downloaded into `./data` (or `$CSAE_DATA_DIR`) from their official "
+             "mirrors, checked against the official MD5 sums:")
+    for name in missing:
+        if widgets.download_dataset_button(name, key=f"download_{name}"):
+            st.session_state["downloaded"] = data.DATASETS[name].title
+            st.rerun()  # the dataset table is keyed by the dataset folders, so it refreshes itself
+else:
+    st.caption("All datasets were found. The shared EMNIST copy holds classes a–m of the test split plus one "
+               "image of every letter; the paper used 10 letter classes.")

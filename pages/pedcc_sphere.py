@@ -1,0 +1,65 @@
+"""PEDCC sphere: n centroids on the 3-D sphere, their convergence, and the d = 40 centroids of the models."""
+import streamlit as st
+import torch
+
+from app import analysis, figures, loaders, widgets
+from csae_core.pedcc import pedcc_metrics
+
+st.title("PEDCC on the sphere")
+st.caption("Algorithm 1: n unit charges repel each other (force ∝ 1/distance²) along the sphere until they "
+           "settle. With d = 3 the result can be seen and compared with the best known Thomson-problem energies.")
+
+left, right = st.columns([1, 3])
+with left:
+    n = st.slider("Points n", 2, 60, 10, key="pedcc_n")
+    seed = st.number_input("Seed", 0, 10_000, 0, step=1, key="pedcc_seed")
+    mode = st.radio("Run", ["until converged", "fixed iterations (the paper)"], key="pedcc_mode",
+                    help="The paper runs a fixed number of iterations; 'until converged' adds a damped descent "
+                         "that stops when the energy no longer improves.")
+    converge = mode == "until converged"
+    iters = None if converge else st.number_input("Iterations q", 1, 20_000, 1000, step=100, key="pedcc_iters")
+
+result = loaders.pedcc_run(n, 3, int(seed), None if iters is None else int(iters), converge)
+metrics = pedcc_metrics(result.centroids)
+history = result.history.numpy()
+frame_metrics = [pedcc_metrics(torch.from_numpy(u)) for u in history]
+
+with left:
+    st.metric("Smallest angle between two points", f"{metrics['min_angle_deg']:.2f}°")
+    st.metric("Coulomb energy Σ 1/|uᵢ−uⱼ|", f"{metrics['energy']:.6f}")
+    if metrics["known_min_energy"] is not None:
+        st.metric("Gap to the best known minimum", f"{metrics['energy_gap']:.2e}",
+                  help=f"best known energy for n = {n}: {metrics['known_min_energy']:.9f}")
+    st.caption(f"{result.iterations} iterations in {result.seconds * 1000:.0f} ms"
+               + (", converged" if result.converged else ""))
+with right:
+    st.plotly_chart(figures.sphere_figure(history, [f"{k + 1}/{len(history)}" for k in range(len(history))]),
+                    key="pedcc_sphere_fig")
+    st.caption("Drag to rotate; ▶ plays the convergence from the random start, the slider scrubs it "
+               f"({len(history)} recorded frames).")
+    st.plotly_chart(figures.line_figure(list(range(1, len(history) + 1)), [m["energy"] for m in frame_metrics],
+                                        "recorded frame", "energy", hline=metrics["known_min_energy"],
+                                        hline_label="best known"), key="pedcc_energy_fig")
+
+st.header("The d = 40 centroids of the models")
+st.caption("With 10 classes in 40 dimensions the optimum is the regular simplex: every pair of centroids has "
+           "cosine −1/9, so the histogram should be a single spike there.")
+with_centroids = [e for e in loaders.model_entries() if e.has_centroids]
+if with_centroids:
+    entry = widgets.choose_model(with_centroids, key="pedcc_model", label="Centroids of")
+    centroids = widgets.load_or_stop(entry).model.centroids.cpu().numpy()
+    source = f"the centroids stored in {entry.long_label}"
+else:
+    st.info("No CSAE checkpoint was found, so these are freshly generated (10 classes, d = 40, seed 0), "
+            "like the ones the models are trained with.")
+    centroids = loaders.pedcc_run(10, 40, 0, None, True).centroids.numpy()
+    source = "generate_pedcc(10, 40, converge=True)"
+m40 = pedcc_metrics(torch.from_numpy(centroids))
+c1, c2, c3 = st.columns(3)
+c1.metric("Largest cosine", f"{m40['max_cosine']:.6f}")
+c2.metric("Smallest angle", f"{m40['min_angle_deg']:.3f}°")
+if m40["simplex_gap"] is not None:
+    c3.metric("Gap to the simplex cosine", f"{m40['simplex_gap']:.2e}")
+st.plotly_chart(figures.cosine_histogram(analysis.pairwise_cosines(centroids), m40["simplex_max_cosine"]),
+                key="pedcc_cosines_fig")
+st.caption(f"Pairwise cosines of {source}.")

@@ -1,0 +1,75 @@
+"""Reconstructions (Fig. 4/5): test images and their reconstructions for each β, epoch and the CVAE."""
+import numpy as np
+import streamlit as st
+
+from app import loaders, registry, widgets
+
+st.title("Reconstructions")
+st.caption("Each pair of rows: test images, then their reconstructions. More noise β in training blurs the "
+           "reconstructions a little but makes the decoder robust (compare the Class sampling page).")
+
+entries = loaders.model_entries()
+decoders = widgets.loadable(registry.finals(entries, decoder_only=True))
+csae_datasets = sorted({e.dataset for e in decoders if e.kind == "csae"})
+if not csae_datasets:
+    widgets.no_models("the reconstruction view")
+    st.stop()
+
+top = st.columns([1, 2, 1])
+dataset = widgets.choose_dataset(csae_datasets, key="recon_dataset", where=top[0])
+betas = sorted({e.beta for e in decoders if e.dataset == dataset and e.kind == "csae"})
+beta = top[1].select_slider("β (noise added to the latent code in training)", options=betas,
+                            value=betas[min(1, len(betas) - 1)], format_func=lambda b: f"{b:g}", key="recon_beta")
+epochs = registry.snapshots(entries, dataset, "csae", beta)
+if len(epochs) > 1:
+    epoch = top[2].radio("Epoch (paper scale)", list(epochs), index=len(epochs) - 1, horizontal=True,
+                         key=f"recon_epoch_{beta:g}", help="40/80/120: the snapshots of Fig. 4, where saved")
+else:
+    epoch = next(iter(epochs))
+    top[2].caption(f"Epoch {epoch} (no snapshots saved for this β)")
+entry = epochs[epoch]
+
+folder = loaders.data_folder(dataset)
+if folder is None:
+    widgets.no_dataset(dataset)
+    st.stop()
+
+names = widgets.load_or_stop(entry).class_names
+pick = st.columns([1, 1, 1, 1])
+how = pick[0].radio("Images", ["random", "one class"], horizontal=True, key="recon_how")
+class_index = None
+if how == "one class":
+    present = sorted(set(loaders.split_labels(dataset, folder).tolist()))
+    class_index = pick[1].selectbox("Class", present, format_func=lambda k: names[k], key="recon_class")
+seed = int(pick[2].number_input("Seed", 0, 1_000_000, 0, step=1, key="recon_seed"))
+count = pick[3].select_slider("How many", [8, 16, 24, 32], value=32, key="recon_count")
+indices, _, labels = loaders.test_selection(dataset, folder, class_index, count, seed)
+key = tuple(int(i) for i in indices)
+nrow = 8
+
+st.image(loaders.comparison_png(entry.path, dataset, folder, key, nrow),
+         caption=f"{entry.long_label}: test images (odd rows) and reconstructions (even rows)")
+rec = loaders.reconstruction(entry.path, dataset, folder, key)
+m1, m2, m3 = st.columns(3)
+m1.metric("Mean MSE", f"{rec.mse.mean():.5f}")
+m2.metric("Mean PSNR", f"{rec.psnr.mean():.2f} dB")
+if entry.test_accuracy is not None:
+    m3.metric("Test accuracy (whole test set)", f"{entry.test_accuracy:.2%}")
+with st.expander("MSE and PSNR per image"):
+    st.dataframe([{"position": i + 1, "test index": int(t), "class": names[int(c)], "MSE": float(m),
+                   "PSNR (dB)": float(p)} for i, (t, c, m, p) in enumerate(zip(indices, labels, rec.mse, rec.psnr))],
+                 hide_index=True)
+
+same_epoch = [e for e in decoders if e.dataset == dataset]  # finals: every β and the CVAE
+if st.toggle("Side by side: every β and the CVAE on the first 16 of these images", key="recon_strip"):
+    strip = key[:16]
+    widgets.image_row(loaders.row_png(None, dataset, folder, strip), "test images")
+    for e in same_epoch:
+        r = loaders.reconstruction(e.path, dataset, folder, strip)
+        widgets.image_row(loaders.row_png(e.path, dataset, folder, strip),
+                          f"{e.label} (epoch {e.paper_epoch or e.epoch}) · mean MSE {np.mean(r.mse):.5f}")
+
+# Warm the cache for the other β values after the page is drawn, so the next slider move is a lookup.
+for e in decoders:
+    if e.dataset == dataset and e.kind == "csae" and e.path != entry.path:
+        loaders.comparison_png(e.path, dataset, folder, key, nrow)
