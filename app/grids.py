@@ -12,6 +12,7 @@ from PIL import Image
 from csae_core.images import to_grid
 
 SCALE = 3  # display magnification of 32 px images
+MAX_WIDTH = 1460  # st.image shrinks (bilinear) anything wider; wide strips get a smaller scale instead
 
 
 def pad32(images: np.ndarray) -> np.ndarray:
@@ -42,8 +43,11 @@ def comparison_grid(originals: np.ndarray, recons: np.ndarray, nrow: int) -> np.
 
 
 def png(picture: np.ndarray, scale: int = SCALE) -> bytes:
-    """PNG bytes of a uint8 picture (H, W), magnified `scale` times without smoothing."""
-    big = np.asarray(picture).repeat(scale, 0).repeat(scale, 1)
+    """PNG bytes of a uint8 picture (H, W), magnified up to `scale` times without smoothing.
+    Show them with st.image(..., output_format="PNG"): "auto" would re-encode grey PNGs as JPEG."""
+    picture = np.asarray(picture)
+    scale = max(1, min(scale, MAX_WIDTH // picture.shape[1]))
+    big = picture.repeat(scale, 0).repeat(scale, 1)
     buf = io.BytesIO()
     Image.fromarray(big).save(buf, format="PNG", compress_level=1)  # speed over size: it is served locally
     return buf.getvalue()

@@ -82,9 +82,9 @@ def no_dataset(name: str, what: str = "This view") -> None:
                f"`{data.ENV_VAR}` to a folder holding `{spec.folder}/`.")
 
 
-def image_row(png: bytes, caption: str | None = None) -> None:
-    """One PNG row (a strip of images) at its natural size."""
-    st.image(png, caption=caption)
+def image_row(png: bytes, caption: str | None = None, where=None) -> None:
+    """Show PNG bytes from app.grids as they are (output_format "auto" would re-encode them as JPEG)."""
+    (where or st).image(png, caption=caption, output_format="PNG")
 
 
 def download_dataset_button(name: str, key: str) -> bool:

@@ -32,9 +32,9 @@ if mode == "one class":
 else:
     n = c[3].slider("Samples per class", 1, 16, 10, key="sample_per_class")
     classes = tuple(range(len(names)))
-st.image(loaders.samples_png(entry.path, classes, n, float(temperature), seed),
-         caption=f"{entry.long_label}: one row per class ({', '.join(names[k] for k in classes)}), "
-                 f"temperature {temperature:g}, seed {seed}")
+widgets.image_row(loaders.samples_png(entry.path, classes, n, float(temperature), seed),
+                  f"{entry.long_label}: one row per class ({', '.join(names[k] for k in classes)}), "
+                  f"temperature {temperature:g}, seed {seed}")
 
 st.header("Between two classes")
 if entry.kind == "cvae":
@@ -46,5 +46,5 @@ else:
                        format_func=lambda j: names[j], key="interp_b")
     steps = i[2].slider("Steps", 2, 16, 10, key="interp_steps")
     use_means = i[3].radio("Ends", ["PEDCC centroids", "learned class means"], key="interp_ends") != "PEDCC centroids"
-    st.image(loaders.interpolation_png(entry.path, a, b, steps, use_means),
-             caption=f"Decoded straight path from {names[a]} to {names[b]} ({steps} steps, both ends included)")
+    widgets.image_row(loaders.interpolation_png(entry.path, a, b, steps, use_means),
+                      f"Decoded straight path from {names[a]} to {names[b]} ({steps} steps, both ends included)")

@@ -113,7 +113,7 @@ for item in good:
     with st.expander(f"Preprocessing of {item.name}", expanded=len(good) == 1):
         cols = st.columns(len(item.steps))
         for col, (title, arr) in zip(cols, item.steps):
-            col.image(grids.small_png(arr), caption=title)
+            widgets.image_row(grids.small_png(arr), title, where=col)
 if good:
     pictures = [item.model_input for item in good]
     show_results([item.name for item in good], pictures,

@@ -47,8 +47,8 @@ indices, _, labels = loaders.test_selection(dataset, folder, class_index, count,
 key = tuple(int(i) for i in indices)
 nrow = 8
 
-st.image(loaders.comparison_png(entry.path, dataset, folder, key, nrow),
-         caption=f"{entry.long_label}: test images (odd rows) and reconstructions (even rows)")
+widgets.image_row(loaders.comparison_png(entry.path, dataset, folder, key, nrow),
+                  f"{entry.long_label}: test images (odd rows) and reconstructions (even rows)")
 rec = loaders.reconstruction(entry.path, dataset, folder, key)
 m1, m2, m3 = st.columns(3)
 m1.metric("Mean MSE", f"{rec.mse.mean():.5f}")

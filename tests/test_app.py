@@ -1,0 +1,237 @@
+"""AppTest tests of the explorer's views against the tiny fixture zoo and data (tests/conftest.py).
+
+Uploads are tested both ways: through the page with AppTest's file_uploader (the message appears
+in the page as st.error), and through app.letters.prepare_image in test_app_units.py.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = ROOT / "app" / "explorer.py"
+PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space"]
+TIMEOUT = 60  # first runs import torch and load models; 2 busy cores
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(ENTRY), default_timeout=TIMEOUT).run()
+    if page != "home":
+        at.switch_page(f"../pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def png_bytes(img: Image.Image, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+def letter_png() -> bytes:
+    """A dark 'L' on white, like a scan of a handwritten letter."""
+    a = np.full((80, 60), 255, np.uint8)
+    a[10:70, 15:25] = 0
+    a[60:70, 15:50] = 0
+    return png_bytes(Image.fromarray(a))
+
+
+def image_urls(at: AppTest) -> list[str]:
+    return [url for img in at.image for url in img.value]
+
+
+# ---------------------------------------------------------------- every view, with everything present
+
+@pytest.mark.usefixtures("app_env")
+@pytest.mark.parametrize("page", PAGES)
+def test_every_view_renders(page):
+    at = open_page(page)
+    assert at.title, "every view has a title"
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.usefixtures("app_env")
+def test_home_lists_models_and_datasets_and_offers_missing_downloads():
+    at = open_page("home")
+    models, datasets = at.dataframe[0].value, at.dataframe[1].value
+    assert len(models) == 7 and set(models["dataset"]) == {"mnist"}
+    assert "CSAE β=0.04" in set(models["model"]) and "CVAE" in set(models["model"])
+    ok = datasets.set_index(["dataset", "split"])["ok"]
+    assert ok[("mnist", "test")] and not ok[("fashion-mnist", "test")]
+    assert [b.label for b in at.button] == ["Download Fashion-MNIST"]  # only the missing one
+
+
+@pytest.mark.usefixtures("app_env")
+def test_download_failure_is_an_error_message_not_a_traceback(monkeypatch):
+    from csae_core import data
+    from csae_core.errors import CSAEError
+
+    def offline(name, data_dir=None, progress=None):
+        progress(10, 100)
+        raise CSAEError(f"could not download {name}: network unreachable. Fix: check the connection.")
+
+    monkeypatch.setattr(data, "download_dataset", offline)
+    at = open_page("home")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("network unreachable" in e.value for e in at.error)
+
+
+# ---------------------------------------------------------------- reconstructions
+
+@pytest.mark.usefixtures("app_env")
+def test_beta_slider_changes_the_reconstruction_grid():
+    at = open_page("reconstructions")
+    slider = at.select_slider(key="recon_beta")
+    assert slider.options == ["0", "0.04", "0.08"]
+    before = image_urls(at)[0]
+    slider.set_value(0.08).run()
+    after = image_urls(at)[0]
+    assert not at.exception
+    assert before != after, "a different β must show different reconstructions"
+    at.select_slider(key="recon_beta").set_value(0.04).run()
+    assert image_urls(at)[0] == before, "back to the first β: the same (cached) picture"
+
+
+@pytest.mark.usefixtures("app_env")
+def test_epoch_snapshots_and_side_by_side_strip():
+    at = open_page("reconstructions")
+    at.select_slider(key="recon_beta").set_value(0.0).run()
+    epoch = at.radio(key="recon_epoch_0")
+    assert epoch.options == ["40", "80", "120"] and epoch.value == 120
+    final = image_urls(at)[0]
+    epoch.set_value(40).run()
+    assert image_urls(at)[0] != final
+    at.toggle(key="recon_strip").set_value(True).run()
+    rows = [c for img in at.image for c in img.captions][1:]  # after the main grid
+    assert rows[0] == "test images"
+    assert sum(c.startswith("CSAE β=") for c in rows) == 3 and sum(c.startswith("CVAE") for c in rows) == 1
+
+
+@pytest.mark.usefixtures("app_env")
+def test_images_of_one_class_and_seed():
+    at = open_page("reconstructions")
+    at.radio(key="recon_how").set_value("one class").run()
+    at.selectbox(key="recon_class").set_value(3).run()
+    assert set(at.expander[0].dataframe[0].value["class"]) == {"3"}
+    at.radio(key="recon_how").set_value("random").run()
+    first = image_urls(at)[0]
+    at.number_input(key="recon_seed").set_value(7).run()
+    assert image_urls(at)[0] != first
+    at.number_input(key="recon_seed").set_value(0).run()
+    assert image_urls(at)[0] == first, "the same seed picks the same images"
+
+
+# ---------------------------------------------------------------- other views
+
+def _points(trace: dict) -> int:
+    """Number of points of a plotly trace in the chart JSON (arrays may come base64-encoded)."""
+    x = trace["x"]
+    if isinstance(x, dict):
+        return len(base64.b64decode(x["bdata"])) // np.dtype(x["dtype"]).itemsize
+    return len(x)
+
+
+@pytest.mark.usefixtures("app_env")
+def test_pedcc_sphere_has_frames_and_metrics():
+    at = open_page("pedcc_sphere")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(spec["frames"]) >= 2 and _points(spec["data"][1]) == 10
+    labels = [m.label for m in at.metric]
+    assert any("angle" in lab for lab in labels) and any("best known" in lab for lab in labels)
+    at.slider(key="pedcc_n").set_value(12).run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert _points(spec["data"][1]) == 12
+
+
+@pytest.mark.usefixtures("app_env")
+def test_sampling_grid_and_temperature():
+    at = open_page("class_sampling")
+    grid = image_urls(at)[0]
+    at.slider(key="sample_temperature").set_value(2.0).run()
+    assert image_urls(at)[0] != grid
+    assert len(image_urls(at)) == 2  # the samples and the interpolation path
+
+
+# ---------------------------------------------------------------- letters and uploads
+
+def _bad_files() -> dict[str, tuple[bytes, str]]:
+    frames = [Image.new("L", (16, 16), v) for v in (0, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])  # an animated PNG
+    return {
+        "not an image": (b"this is text, not a picture", "not an image we can decode"),
+        "over the pixel bound": (png_bytes(Image.new("1", (4100, 4100))), "pixel limit"),
+        "animated": (buf.getvalue(), "animated"),
+        "1x1": (png_bytes(Image.new("L", (1, 1), 0)), "1x1"),
+        "all white": (png_bytes(Image.new("L", (64, 64), 255)), "looks blank"),
+    }
+
+
+@pytest.mark.usefixtures("app_env")
+def test_bad_uploads_each_show_their_message_and_good_ones_are_processed():
+    at = open_page("letters")
+    bad = _bad_files()
+    files = [(f"{name.replace(' ', '_')}.png", content, "image/png") for name, (content, _) in bad.items()]
+    files.append(("good_L.png", letter_png(), "image/png"))
+    at.file_uploader(key="letter_files").set_value(files).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    for name, (_, message) in bad.items():
+        assert any(message in e for e in errors), (name, errors)
+    assert len(errors) == len(bad)
+    captions = [c for img in at.image for c in img.captions]
+    assert "resized to 28x28" in captions  # the good file's preprocessing steps
+    assert captions.count("CSAE β=0.04") == 2  # EMNIST section and the uploaded letter
+
+
+@pytest.mark.usefixtures("app_env")
+def test_letters_nearest_class_table():
+    at = open_page("letters")
+    table = at.dataframe[0].value
+    assert list(table["letter"]) == list("abcdefghijklmnopqrstuvwxyz")
+    assert {"CSAE β=0", "CSAE β=0.04", "CSAE β=0.08"} <= set(table.columns)
+
+
+# ---------------------------------------------------------------- missing models / data
+
+@pytest.mark.parametrize("page", PAGES)
+def test_views_without_checkpoints(page, app_env, monkeypatch):
+    monkeypatch.setenv("CSAE_CHECKPOINTS_DIR", str(app_env["empty"]))
+    at = open_page(page)
+    notes = " ".join(i.value for i in at.info)
+    if page == "pedcc_sphere":
+        assert at.get("plotly_chart"), "the PEDCC views work without models"
+    else:
+        assert "python checkpoints/train_zoo.py" in notes and "python -m csae_core train" in notes
+
+
+@pytest.mark.parametrize("page", ["reconstructions", "latent_space", "letters"])
+def test_views_without_datasets(page, app_env, monkeypatch):
+    monkeypatch.setenv("CSAE_DATA_DIR", str(app_env["empty"]))
+    at = open_page(page)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "python -m csae_core data download" in warnings
+    if page == "letters":  # uploads still work without EMNIST
+        at.file_uploader(key="letter_files").set_value(("L.png", letter_png(), "image/png")).run()
+        assert not at.exception and not at.error
+        assert any("CSAE β=0.04" in c for img in at.image for c in img.captions)
+
+
+def test_broken_checkpoint_is_reported_not_raised(app_env, monkeypatch, tmp_path):
+    import shutil
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(app_env["checkpoints"], zoo)
+    (zoo / "mnist" / "cvae.safetensors").unlink()  # a JSON without its weights
+    monkeypatch.setenv("CSAE_CHECKPOINTS_DIR", str(zoo))
+    at = open_page("reconstructions")
+    assert not at.error
+    assert any("cvae.safetensors is missing" in w.value for w in at.warning)
