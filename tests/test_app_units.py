@@ -1,0 +1,214 @@
+"""Unit tests of the explorer's non-UI modules: registry, analysis, grids, figures, letters."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import analysis, figures, grids, letters, registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- registry
+
+def test_scan_reads_the_manifest(app_fixture):
+    entries = registry.scan(app_fixture["checkpoints"])
+    assert len(entries) == 7
+    assert {(e.kind, e.beta) for e in entries} == {("csae", 0.0), ("csae", 0.04), ("csae", 0.08), ("cvae", 0.0),
+                                                   ("csae-encoder", 0.0)}
+    assert all(Path(e.path).is_file() and Path(e.path).is_absolute() for e in entries)
+    finals = registry.finals(entries)
+    assert len(finals) == 5 and all(e.paper_epoch == 120 for e in finals)
+    assert len(registry.finals(entries, decoder_only=True)) == 4  # not the encoder-only model
+    assert list(registry.snapshots(entries, "mnist", "csae", 0.0)) == [40, 80, 120]
+    assert list(registry.snapshots(entries, "mnist", "csae", 0.04)) == [120]
+
+
+def test_scan_without_manifest_reads_the_checkpoint_jsons(app_fixture, tmp_path):
+    zoo = tmp_path / "zoo"
+    shutil.copytree(app_fixture["checkpoints"], zoo)
+    (zoo / "manifest.json").unlink()
+    (zoo / "notes.json").write_text('{"not": "a checkpoint"}')  # ignored
+    (zoo / "broken.json").write_text("{truncated")  # ignored
+    by_manifest = registry.scan(app_fixture["checkpoints"])
+    by_glob = registry.scan(zoo)
+    strip = lambda es: sorted((e.dataset, e.kind, e.beta, e.epoch, e.paper_epoch) for e in es)  # noqa: E731
+    assert strip(by_glob) == strip(by_manifest)  # paper epochs derived from train.epochs: 4/12 -> 40
+
+
+def test_scan_skips_bad_or_missing_manifest_rows_and_adds_unlisted_checkpoints(app_fixture, tmp_path):
+    zoo = tmp_path / "zoo"
+    shutil.copytree(app_fixture["checkpoints"], zoo)
+    rows = json.loads((zoo / "manifest.json").read_text())
+    listed, unlisted = rows[1:], rows[0]
+    listed.append({"dataset": "mnist", "model": "csae", "beta": 0.02, "epoch": 12, "path": "mnist/not-there.json"})
+    listed.append({"model": "csae"})  # malformed
+    (zoo / "manifest.json").write_text(json.dumps(listed))
+    entries = registry.scan(zoo)
+    assert len(entries) == 7  # the missing and malformed rows dropped, the unlisted JSON found
+    assert any(e.path.endswith(Path(unlisted["path"]).name) for e in entries)
+
+
+def test_checkpoints_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
+    assert registry.checkpoints_dir() == tmp_path
+    monkeypatch.delenv(registry.ENV_VAR)
+    assert registry.checkpoints_dir() == ROOT / "checkpoints"
+    assert registry.scan(tmp_path / "nothing") == []
+
+
+def test_labels():
+    e = registry.ModelEntry("mnist", "csae", 0.02, 12, 120, "/x.json")
+    assert e.label == "CSAE β=0.02" and e.long_label == "mnist · CSAE β=0.02 · epoch 120"
+    assert registry.ModelEntry("mnist", "cvae", 0.0, 12, None, "/x.json").label == "CVAE"
+
+
+# ---------------------------------------------------------------- analysis
+
+def test_choose_indices_is_seeded_and_respects_the_class():
+    labels = np.arange(100) % 10
+    a = analysis.choose_indices(labels, None, 16, seed=3)
+    assert np.array_equal(a, analysis.choose_indices(labels, None, 16, seed=3))
+    assert not np.array_equal(a, analysis.choose_indices(labels, None, 16, seed=4))
+    assert len(set(a.tolist())) == 16
+    c = analysis.choose_indices(labels, 7, 32, seed=0)
+    assert len(c) == 10 and set(labels[c]) == {7}  # a class has only 10: all of them
+
+
+def test_pca_matches_numpy_svd():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 5
+    pca = analysis.fit_pca(z, 3)
+    xc = z - z.mean(0)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    ref = xc @ vt[:3].T
+    got = pca.project(z)
+    assert np.allclose(np.abs(got), np.abs(ref), atol=1e-8)  # components are defined up to sign
+    assert np.allclose(pca.explained, s[:3] ** 2 / (s**2).sum())
+
+
+def test_pairwise_helpers_on_a_regular_simplex():
+    # The 4 vertices of a regular tetrahedron: every cosine is -1/3, every distance sqrt(8/3).
+    u = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float) / np.sqrt(3)
+    assert np.allclose(analysis.pairwise_cosines(u), -1 / 3)
+    d = analysis.pairwise_distances(u)
+    assert np.allclose(d[~np.eye(4, dtype=bool)], np.sqrt(8 / 3)) and np.allclose(np.diag(d), 0)
+    means = analysis.class_means(np.array([[0.0, 2], [2, 0], [5, 5]]), np.array([0, 0, 2]), 3)
+    assert np.allclose(means[0], [1, 1]) and np.isnan(means[1]).all() and np.allclose(means[2], [5, 5])
+
+
+def test_reconstruct_and_nearest_with_a_fixture_model(app_fixture):
+    from csae_core.checkpoint import load_checkpoint
+
+    entry = next(e for e in registry.scan(app_fixture["checkpoints"]) if e.kind == "csae")
+    model = load_checkpoint(entry.path).model
+    images = (np.random.default_rng(0).random((5, 28, 28)) * 255).astype(np.uint8)
+    rec = analysis.reconstruct(model, images)
+    assert rec.images.shape == (5, 32, 32) and rec.images.dtype == np.uint8
+    assert rec.mse.shape == (5,) and np.allclose(rec.psnr, 10 * np.log10(1 / rec.mse), atol=1e-4)
+    from csae_core.images import letter_tensor
+
+    classes, dist = analysis.nearest_classes(model, letter_tensor(list(images)))
+    z = analysis.latents(model, images)
+    ref = np.linalg.norm(z[:, None] - model.centroids.numpy()[None], axis=2)
+    assert np.array_equal(classes, ref.argmin(1)) and np.allclose(dist, ref.min(1), atol=1e-4)
+
+
+# ---------------------------------------------------------------- grids
+
+def test_comparison_grid_and_png():
+    originals = np.full((10, 28, 28), 255, np.uint8)
+    recons = np.zeros((10, 32, 32), np.uint8)
+    g = grids.comparison_grid(originals, recons, nrow=4)
+    rows = 2 * 3  # 10 images in rows of 4: 3 original rows, each followed by its reconstruction row
+    assert g.shape == (2 + rows * 34, 2 + 4 * 34)
+    assert g[2 + 2 + 10, 2 + 2 + 10] == 255 and g[2 + 34 + 10, 2 + 10] == 0  # first row originals, then recons
+    img = Image.open(io.BytesIO(grids.png(g)))
+    assert img.format == "PNG" and img.size == (g.shape[1] * 3, g.shape[0] * 3)
+    wide = Image.open(io.BytesIO(grids.png(np.zeros((34, 26 * 34), np.uint8))))
+    assert wide.width <= grids.MAX_WIDTH  # a smaller magnification instead of Streamlit's blurry resize
+
+
+# ---------------------------------------------------------------- figures
+
+def test_sphere_figure_frames_and_slider():
+    history = np.random.default_rng(0).normal(size=(7, 5, 3))
+    fig = figures.sphere_figure(history)
+    assert len(fig.frames) == 7 and all(f.traces == (1,) for f in fig.frames)
+    assert len(fig.layout.sliders[0].steps) == 7 and fig.layout.sliders[0].active == 6
+    assert np.allclose(fig.data[1].x, history[-1, :, 0])  # opens on the final frame
+    assert not figures.sphere_figure(history[-1]).frames  # a single configuration: no animation
+
+
+def test_distance_heatmap_upper_triangle_and_names():
+    d = np.arange(9, dtype=float).reshape(3, 3)
+    fig = figures.distance_heatmap(d, ["a", "b", "c"], "t", upper_only=True)
+    z = np.array(fig.data[0].z, dtype=float)
+    assert np.isnan(z[np.tril_indices(3)]).all() and z[0, 2] == 2
+    assert list(fig.data[0].x) == ["a", "b", "c"]
+
+
+def test_latent_scatter_traces():
+    proj = np.random.default_rng(0).normal(size=(30, 3))
+    fig = figures.latent_scatter(proj, np.arange(30) % 3, ["x", "y", "z"], centroids=np.zeros((3, 3)))
+    assert [t.name for t in fig.data] == ["x", "y", "z", "PEDCC centroids"] and fig.data[0].type == "scatter3d"
+    fig2 = figures.latent_scatter(proj[:, :2], np.arange(30) % 3, ["x", "y", "z"])
+    assert len(fig2.data) == 3 and fig2.data[0].type == "scatter"
+    assert figures.cosine_histogram(np.array([-0.1, -0.1]), -1 / 9).data[0].type == "histogram"
+
+
+# ---------------------------------------------------------------- letters
+
+def _png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"GIF89a not really", "not an image we can decode"),
+    (b"", "not an image we can decode"),
+    (_png(Image.new("1", (4100, 4100))), "pixel limit"),
+    (_png(Image.new("L", (8, 8), 0), save_all=True, append_images=[Image.new("L", (8, 8), 255)]), "animated"),
+    (_png(Image.new("L", (1, 1))), "1x1"),
+    (_png(Image.new("L", (40, 40), 255)), "looks blank"),
+    (_png(Image.new("RGBA", (40, 40), (0, 0, 0, 0))), "looks blank"),  # fully transparent
+])
+def test_prepare_image_refuses_with_a_message(content, message):
+    result = letters.prepare_image("upload.png", content)
+    assert not result.ok and message in result.error and "upload.png" in result.error
+
+
+def test_prepare_image_gives_the_emnist_steps():
+    a = np.full((90, 50), 250, np.uint8)
+    a[10:80, 20:28] = 5
+    result = letters.prepare_image("l.jpg", _png(Image.fromarray(a)))
+    assert result.ok and result.steps[-1][0] == "resized to 28x28"
+    x = result.model_input
+    assert x.shape == (28, 28) and x.max() == 255 and x[0, 0] == 0  # light ink on black, like EMNIST
+
+
+def test_canvas_is_blank():
+    assert letters.canvas_is_blank(None)
+    assert letters.canvas_is_blank(np.full((10, 10, 4), 255, np.uint8))  # white background, nothing drawn
+    drawn = np.full((10, 10, 4), 255, np.uint8)
+    drawn[3:6, 3:6, :3] = 0
+    assert not letters.canvas_is_blank(drawn)
+
+
+def test_nearest_table():
+    rows = letters.nearest_table(["a", "b"], {"M": (np.array([3, 1]), np.array([5.0, 6.5]))}, [str(i) for i in range(10)])
+    assert rows == [{"letter": "a", "M": "3  (5.00)"}, {"letter": "b", "M": "1  (6.50)"}]
+
+
+def test_no_legacy_pages_folder_next_to_the_entrypoint():
+    # Streamlit's legacy auto-discovery looks for pages/ next to the main script; st.navigation
+    # turns it off anyway, and there is none there (the browser test checks the sidebar too).
+    assert not (ROOT / "app" / "pages").exists()
+    assert "st.navigation(" in (ROOT / "app" / "explorer.py").read_text()
