@@ -15,9 +15,12 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from app import loaders  # noqa: E402
+
 PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="CSAE Explorer", page_icon=":material/hub:", layout="wide")
+loaders.configure_torch()
 
 navigation = st.navigation([
     st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),

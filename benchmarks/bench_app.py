@@ -1,0 +1,206 @@
+"""Explorer latency: what a β-slider move costs on the server, cold and warm, and the app's cold start.
+
+    python benchmarks/bench_app.py            # the real zoo in checkpoints/ if it has MNIST CSAE models
+    python benchmarks/bench_app.py --fixture  # always a full-size (paper widths, untrained) stand-in zoo
+
+Figures printed (milliseconds, median of --repeats):
+  grid cold      comparison_png for a β not seen yet: load the checkpoint, reconstruct 32 test images,
+                 tile and PNG-encode (caches empty)
+  grid warm      the same call once cached (what a β move costs after the page has prefetched)
+  rerun warm     a whole page rerun after a β move, through streamlit.testing AppTest (server time:
+                 script + cache lookups + element serialisation), after the first render
+  rerun cold     the same with every cache cleared first (includes prefetching the other β values)
+  cold start     `streamlit run app/explorer.py` until /_stcore/health answers; then, in headless
+                 Chromium (if /usr/bin/chromium exists), opening the reconstructions page of the fresh
+                 server until its grid is shown (the first script run: imports, model loads)
+The untrained stand-in has the same architecture, so the same compute cost as trained models.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # a script run from anywhere: make csae_core and app importable
+
+BETAS = (0.0, 0.02, 0.04, 0.06, 0.08)
+
+
+def build_standin_zoo(folder: Path) -> Path:
+    """MNIST csae models at the paper's β values and a CVAE, paper widths, random weights, no manifest."""
+    import torch
+
+    from csae_core.checkpoint import save_checkpoint
+    from csae_core.model import ModelConfig, build_model
+    from csae_core.pedcc import generate_pedcc
+
+    centroids = generate_pedcc(10, 40, converge=True).scaled()
+    for i, (kind, beta) in enumerate([("csae", b) for b in BETAS] + [("cvae", 0.0)]):
+        torch.manual_seed(i)
+        model = build_model(ModelConfig(kind=kind, beta=beta), centroids if kind == "csae" else None).eval()
+        torch.nn.init.normal_(model.decoder.head.weight, std=0.3)  # not a flat output
+        meta = {"dataset": "mnist", "class_names": [str(d) for d in range(10)], "epoch": 12, "recipe": "bench",
+                "train": {"epochs": 12}, "latent_stats": None}
+        save_checkpoint(folder / "mnist" / f"{kind}-{i}", model, meta, half=True)
+    return folder
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_grid(entries, folder: str, repeats: int) -> tuple[float, float]:
+    """(cold, warm) seconds of comparison_png for one β's 32-image grid."""
+    import streamlit as st
+
+    from app import loaders
+
+    idx, _, _ = loaders.test_selection("mnist", folder, None, 32, 0)
+    key = tuple(int(i) for i in idx)
+    colds, warms = [], []
+    for _ in range(repeats):
+        for e in entries:
+            st.cache_data.clear()
+            st.cache_resource.clear()
+            t = time.perf_counter()
+            loaders.comparison_png(e.path, "mnist", folder, key, 8)
+            loaders.reconstruction(e.path, "mnist", folder, key)  # the MSE/PSNR table uses it too
+            colds.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            loaders.comparison_png(e.path, "mnist", folder, key, 8)
+            loaders.reconstruction(e.path, "mnist", folder, key)
+            warms.append(time.perf_counter() - t)
+    return statistics.median(colds), statistics.median(warms)
+
+
+def bench_rerun(betas: list[float], repeats: int) -> tuple[float, float]:
+    """(cold, warm) seconds of a reconstructions-page rerun after a β move, via AppTest."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app" / "explorer.py"), default_timeout=300).run()
+    at.switch_page("../pages/reconstructions.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    warm, cold = [], []
+    for _ in range(repeats):
+        for b in betas:
+            t = time.perf_counter()
+            at.select_slider(key="recon_beta").set_value(b).run()
+            warm.append(time.perf_counter() - t)
+        for b in betas:
+            st.cache_data.clear()
+            st.cache_resource.clear()
+            t = time.perf_counter()
+            at.select_slider(key="recon_beta").set_value(b).run()
+            cold.append(time.perf_counter() - t)
+    assert not at.exception, [e.value for e in at.exception]
+    return statistics.median(cold), statistics.median(warm)
+
+
+def bench_cold_start(env: dict) -> tuple[float, float | None]:
+    """Seconds from `streamlit run` to a healthy server, and from opening the reconstructions page in
+    a fresh server's first session to its grid being shown (the first script run imports torch,
+    plotly and csae_core and loads the models; the browser's own start-up is not counted)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("streamlit")), "run", "app/explorer.py",
+                             "--server.headless", "true", "--server.port", str(port), "--server.address",
+                             "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.05)
+            if proc.poll() is not None:
+                raise SystemExit("streamlit exited during start-up")
+        healthy = time.perf_counter() - t0
+        shown = None
+        if Path("/usr/bin/chromium").exists():
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium")
+                page = browser.new_page()
+                page.set_default_timeout(300_000)
+                t0 = time.perf_counter()
+                page.goto(f"{url}/reconstructions")
+                img = page.locator('[data-testid="stImage"] img').first
+                img.wait_for(state="visible")
+                page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
+                shown = time.perf_counter() - t0
+                browser.close()
+        return healthy, shown
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fixture", action="store_true", help="use a full-size untrained stand-in zoo")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-browser", action="store_true", help="skip the cold-start measurement")
+    a = p.parse_args()
+
+    import logging
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare-mode cache warnings
+    from app import loaders, registry
+
+    entries = [e for e in registry.finals(registry.scan()) if e.dataset == "mnist" and e.kind == "csae"]
+    source = f"the zoo in {registry.checkpoints_dir()}"
+    if a.fixture or len(entries) < 2:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
+        os.environ[registry.ENV_VAR] = str(build_standin_zoo(tmp / "checkpoints"))
+        entries = [e for e in registry.finals(registry.scan()) if e.kind == "csae"]
+        source = "a full-size untrained stand-in zoo (paper widths; no trained MNIST CSAE checkpoints found)"
+    folder = loaders.data_folder("mnist")
+    if folder is None:
+        raise SystemExit("MNIST test images not found: run `python -m csae_core data download mnist`")
+    import torch
+
+    loaders.configure_torch()  # as the app's entrypoint does
+    print(f"models: {len(entries)} MNIST CSAE β values from {source}")
+    print(f"torch threads: {torch.get_num_threads()}, cpu cores: {os.cpu_count()}, load average: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    cold, warm = bench_grid(entries, folder, a.repeats)
+    print(f"β change, 32-image grid (compute + PNG), cold caches  {ms(cold)}")
+    print(f"β change, 32-image grid (compute + PNG), warm cache   {ms(warm)}")
+    rcold, rwarm = bench_rerun(sorted({e.beta for e in entries}), a.repeats)
+    print(f"β change, whole page rerun (AppTest), warm            {ms(rwarm)}")
+    print(f"β change, whole page rerun (AppTest), cold + prefetch {ms(rcold)}")
+    if not a.no_browser:
+        healthy, shown = bench_cold_start(dict(os.environ))
+        print(f"cold start: `streamlit run` to healthy server        {ms(healthy)}")
+        if shown is not None:
+            print(f"cold start: first visit, open page to grid shown     {ms(shown)}")
+
+
+if __name__ == "__main__":
+    main()
