@@ -76,6 +76,11 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None, with_meta
                         f"Fix: it may be truncated or not a CSAE checkpoint; use another file.") from None
 
 
+def sibling(stem: Path, suffix: str) -> Path:
+    """`stem` + suffix; unlike Path.with_suffix it keeps dots in names like `csae-b0.02`."""
+    return stem.parent / (stem.name + suffix)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The stem (path without suffix) of a checkpoint given as .json, .safetensors, stem or run folder."""
     p = Path(path)
@@ -83,8 +88,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         p = p / "last"
     if p.suffix in (".json", ".safetensors"):
         p = p.with_suffix("")
-    if not p.with_suffix(".json").is_file():
-        raise CSAEError(f"no checkpoint at {path} (looked for {p.with_suffix('.json')}). "
+    if not sibling(p, ".json").is_file():
+        raise CSAEError(f"no checkpoint at {path} (looked for {sibling(p, '.json')}). "
                         f"Fix: pass a .json/.safetensors checkpoint path or a training --out folder.")
     return p
 
@@ -112,17 +117,17 @@ def save_checkpoint(stem: str | Path, model: torch.nn.Module, meta: dict, half: 
     """Write `stem.safetensors` then `stem.json`. `half` stores float weights as fp16 (compact shipping)."""
     stem = Path(stem)
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    sha = save_tensors(stem.with_suffix(".safetensors"), state)
+    sha = save_tensors(sibling(stem, ".safetensors"), state)
     record = {"format": FORMAT, **meta, "model": model.config.to_dict(), "weights": stem.name + ".safetensors",
               "weights_sha256": sha, "weights_dtype": "float16" if half else "float32"}
     if getattr(model, "centroids", None) is not None:
         record["centroids"] = model.centroids.tolist()
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(record, indent=1).encode())
+    atomic_write_bytes(sibling(stem, ".json"), json.dumps(record, indent=1).encode())
     return stem
 
 
 def read_meta(stem: Path) -> dict:
-    path = stem.with_suffix(".json")
+    path = sibling(stem, ".json")
     try:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

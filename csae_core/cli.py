@@ -167,7 +167,9 @@ def cmd_export(a) -> None:
     ckpt = load_checkpoint(a.checkpoint)
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
                                                             "weights_dtype", "centroids")}
-    stem = save_checkpoint(Path(a.out).with_suffix(""), ckpt.model, meta, half=a.half)
+    out = Path(a.out)
+    stem = save_checkpoint(out.with_suffix("") if out.suffix in (".json", ".safetensors") else out, ckpt.model,
+                           meta, half=a.half)
     print(f"wrote {stem}.safetensors and {stem}.json")
 
 

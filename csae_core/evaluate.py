@@ -55,9 +55,12 @@ def evaluate_model(model, images: torch.Tensor, labels: torch.Tensor, batch_size
     n = model.config.num_classes
     preds, errs, zs = [], [], []
     for sl, x in batches(images, batch_size, device):
-        preds.append(model.predict(x).cpu())
+        pred_b = model.predict(x)
+        preds.append(pred_b.cpu())
         if model.has_decoder:
-            errs.append(reconstruction_errors(model.reconstruct(x), x).cpu())
+            # A CVAE reconstructs under a label: reuse the prediction instead of classifying twice.
+            recon = model.reconstruct(x, pred_b) if model.config.kind == "cvae" else model.reconstruct(x)
+            errs.append(reconstruction_errors(recon, x).cpu())
         zs.append(model.embed(x).float().cpu())
     pred = torch.cat(preds)
     labels = labels.cpu().long()

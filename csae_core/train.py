@@ -250,7 +250,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
             rec.update(test_accuracy=metrics["accuracy"], test_recon_mse=metrics["recon_mse"],
                        test_psnr=metrics["psnr"])
             history.append(rec)
-            if epoch == cfg.epochs or epoch in cfg.snapshots or stats is None:
+            if model.has_decoder and (epoch == cfg.epochs or epoch in cfg.snapshots or stats is None):
                 # Class latent statistics for sampling: on the final/snapshot epochs (and the first save).
                 stats_n = min(len(train_y), cfg.stats_images or len(train_y))
                 means, covs = latent_stats(encode(model, train_x[:stats_n], device=device),
