@@ -43,7 +43,7 @@ def sphere_figure(history: np.ndarray, frame_labels: list[str] | None = None, he
                                        dict(label="❚❚ pause", method="animate",
                                             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
             sliders=[dict(active=frames_n - 1, x=0.2, len=0.78, y=0.02, yanchor="bottom",
-                          currentvalue=dict(prefix="iteration "),
+                          currentvalue=dict(prefix="frame "),
                           steps=[dict(label=labels[i], method="animate",
                                       args=[[labels[i]], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
                                  for i in range(frames_n)])])
@@ -62,29 +62,36 @@ def line_figure(x: list, y: list, xtitle: str, ytitle: str, hline: float | None 
 
 def cosine_histogram(cosines: np.ndarray, simplex: float | None = None, height: int = 300) -> go.Figure:
     """Histogram of pairwise cosines between centroids, with the regular simplex's -1/(n-1) marked."""
-    fig = go.Figure(go.Histogram(x=np.asarray(cosines), nbinsx=60, marker_color="#3182bd",
+    cosines = np.asarray(cosines)
+    # Bins of at least 0.0025: a converged PEDCC (spread ~1e-6) should read as one spike, not as noise.
+    width = max(float(np.ptp(cosines)) / 60, 0.0025)
+    fig = go.Figure(go.Histogram(x=cosines, xbins=dict(size=width), marker_color="#3182bd",
                                  hovertemplate="cosine %{x}<br>%{y} pairs<extra></extra>"))
     if simplex is not None:
         fig.add_vline(x=simplex, line_dash="dash", line_color="crimson",
                       annotation_text=f"simplex −1/(n−1) = {simplex:.4f}")
+    lo, hi = float(cosines.min()), float(cosines.max())
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), bargap=0.05,
-                      xaxis_title="cosine between two centroids", yaxis_title="pairs")
+                      xaxis=dict(title="cosine between two centroids", range=[min(lo, simplex or lo) - 0.05,
+                                                                               max(hi, simplex or hi) + 0.05]),
+                      yaxis_title="pairs")
     return fig
 
 
-def distance_heatmap(dist: np.ndarray, names: list[str], title: str, upper_only: bool = False,
-                     height: int = 480) -> go.Figure:
+def distance_heatmap(dist: np.ndarray, names: list[str], upper_only: bool = False, height: int = 460) -> go.Figure:
     """Fig. 10: pairwise distances with class names on both axes and the values on hover (and in the
-    cells for up to 12 classes). `upper_only` blanks the lower triangle and the diagonal, as the paper does."""
+    cells for up to 12 classes). `upper_only` blanks the lower triangle and the diagonal, as the paper does.
+    The colour scale starts at 0, so near-equal distances look equal (as they are) instead of the
+    colour range stretching over differences in the 4th decimal."""
     z = np.array(dist, dtype=float)
     if upper_only:
         z[np.tril_indices(len(z))] = np.nan
     names = [str(n) for n in names]
     fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=names, colorscale="Viridis", hoverongaps=False,
+        z=z, x=names, y=names, colorscale="Viridis", hoverongaps=False, zmin=0, zmax=float(np.nanmax(dist)),
         texttemplate="%{z:.2f}" if len(z) <= 12 else None,
         hovertemplate="%{y} ↔ %{x}<br>distance %{z:.4f}<extra></extra>"))
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10),
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category", side="top"))
     return fig
 

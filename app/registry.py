@@ -90,10 +90,12 @@ def _paper_epoch(epoch: int, train: dict | None) -> int | None:
 def _resolve(row_path: str, folder: Path) -> Path | None:
     """Manifest paths are relative to the repo root; fixtures may make them relative to the folder."""
     p = Path(row_path)
+    if p.suffix != ".json":  # a stem such as mnist/csae-b0.02: append, with_suffix would eat ".02"
+        p = p.parent / (p.name + ".json")
     candidates = [p] if p.is_absolute() else [ROOT / p, folder / p, folder.parent / p]
     for c in candidates:
-        if c.with_suffix(".json").is_file():
-            return c.with_suffix(".json").resolve()
+        if c.is_file():
+            return c.resolve()
     return None
 
 

@@ -41,16 +41,16 @@ if means is None:
 left, right = st.columns(2)
 if entry.has_centroids:
     pedcc = analysis.pairwise_distances(ckpt.model.centroids.cpu().numpy())
-    left.plotly_chart(figures.distance_heatmap(pedcc, names, "PEDCC centroids (predefined)", upper),
-                      key="dist_pedcc_fig")
+    left.subheader("PEDCC centroids (predefined)")
+    left.plotly_chart(figures.distance_heatmap(pedcc, names, upper), key="dist_pedcc_fig")
     left.caption(f"All off-diagonal distances ≈ {pedcc[~np.eye(len(pedcc), dtype=bool)].mean():.3f} "
                  f"(centroids scaled by √d = {ckpt.config.alpha:.3f}).")
 else:
     left.info(f"A {entry.label} has no predefined centroids; only its learned class means are shown.")
 if means is not None:
     learned = analysis.pairwise_distances(means)
-    right.plotly_chart(figures.distance_heatmap(learned, names, f"Learned class means — {entry.label}", upper),
-                       key="dist_learned_fig")
+    right.subheader(f"Learned class means — {entry.label}")
+    right.plotly_chart(figures.distance_heatmap(learned, names, upper), key="dist_learned_fig")
     off = learned[~np.eye(len(learned), dtype=bool)]
     right.caption(f"Off-diagonal distances: min {np.nanmin(off):.3f}, max {np.nanmax(off):.3f}, "
                   f"spread {np.nanmax(off) - np.nanmin(off):.3f}.")

@@ -2,7 +2,7 @@
 import streamlit as st
 import torch
 
-from app import analysis, figures, loaders, widgets
+from app import analysis, figures, loaders, registry, widgets
 from csae_core.pedcc import pedcc_metrics
 
 st.title("PEDCC on the sphere")
@@ -44,7 +44,7 @@ with right:
 st.header("The d = 40 centroids of the models")
 st.caption("With 10 classes in 40 dimensions the optimum is the regular simplex: every pair of centroids has "
            "cosine −1/9, so the histogram should be a single spike there.")
-with_centroids = [e for e in loaders.model_entries() if e.has_centroids]
+with_centroids = [e for e in registry.finals(loaders.model_entries()) if e.has_centroids]
 if with_centroids:
     entry = widgets.choose_model(with_centroids, key="pedcc_model", label="Centroids of")
     centroids = widgets.load_or_stop(entry).model.centroids.cpu().numpy()

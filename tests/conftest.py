@@ -92,7 +92,7 @@ def make_zoo(folder: Path) -> Path:
                      "recon_mse": 0.2, "path": f"mnist/{name}.json"})
 
     for i, beta in enumerate(FIXTURE_BETAS):
-        add("csae", beta, 12, f"csae-b{beta:g}".replace(".", "p"), seed=i)  # no dots: with_suffix would eat them
+        add("csae", beta, 12, f"csae-b{beta:g}", seed=i)  # dotted names, as the zoo writes them
     for epoch in (4, 8):
         add("csae", 0.0, epoch, f"csae-b0-epoch{epoch:03d}", seed=10 + epoch)
     add("cvae", 0.0, 12, "cvae", seed=20)

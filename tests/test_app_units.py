@@ -49,6 +49,7 @@ def test_scan_skips_bad_or_missing_manifest_rows_and_adds_unlisted_checkpoints(a
     listed, unlisted = rows[1:], rows[0]
     listed.append({"dataset": "mnist", "model": "csae", "beta": 0.02, "epoch": 12, "path": "mnist/not-there.json"})
     listed.append({"model": "csae"})  # malformed
+    listed[0]["path"] = listed[0]["path"][: -len(".json")]  # a stem with a dot (csae-b0.04) also resolves
     (zoo / "manifest.json").write_text(json.dumps(listed))
     entries = registry.scan(zoo)
     assert len(entries) == 7  # the missing and malformed rows dropped, the unlisted JSON found
@@ -148,7 +149,7 @@ def test_sphere_figure_frames_and_slider():
 
 def test_distance_heatmap_upper_triangle_and_names():
     d = np.arange(9, dtype=float).reshape(3, 3)
-    fig = figures.distance_heatmap(d, ["a", "b", "c"], "t", upper_only=True)
+    fig = figures.distance_heatmap(d, ["a", "b", "c"], upper_only=True)
     z = np.array(fig.data[0].z, dtype=float)
     assert np.isnan(z[np.tril_indices(3)]).all() and z[0, 2] == 2
     assert list(fig.data[0].x) == ["a", "b", "c"]
