@@ -47,8 +47,13 @@ st.caption("With 10 classes in 40 dimensions the optimum is the regular simplex:
 with_centroids = [e for e in registry.finals(loaders.model_entries()) if e.has_centroids]
 if with_centroids:
     entry = widgets.choose_model(with_centroids, key="pedcc_model", label="Centroids of")
-    centroids = widgets.load_or_stop(entry).model.centroids.cpu().numpy()
-    source = f"the centroids stored in {entry.long_label}"
+    ckpt = widgets.load_or_stop(entry)
+    centroids = ckpt.model.centroids.cpu().numpy()
+    source = f"the centroids {entry.long_label} classifies with"
+    exact = pedcc_metrics(torch.tensor(ckpt.meta["centroids"])) if ckpt.meta.get("centroids") else {}
+    if ckpt.meta.get("weights_dtype") == "float16" and exact.get("simplex_gap") is not None:
+        source += (f" (its weights, centroids included, are stored in fp16; the full-precision centroids in its "
+                   f"JSON have a simplex gap of {exact['simplex_gap']:.1e})")
 else:
     st.info("No CSAE checkpoint was found, so these are freshly generated (10 classes, d = 40, seed 0), "
             "like the ones the models are trained with.")

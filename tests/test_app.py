@@ -44,6 +44,8 @@ def letter_png() -> bytes:
 
 
 def image_urls(at: AppTest) -> list[str]:
+    """The media URLs of the page's images. Streamlit names a media file by a hash of its bytes and
+    mimetype, so equal URLs mean equal image payloads and different URLs different ones."""
     return [url for img in at.image for url in img.value]
 
 
