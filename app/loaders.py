@@ -28,6 +28,7 @@ from csae_core.sample import decode_latents, interpolate_latents, sample_images
 from . import analysis, grids, registry
 
 HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
+LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
 THREADS_ENV = "CSAE_APP_THREADS"  # torch intra-op threads of the app process (default 1)
 
 
@@ -170,7 +171,8 @@ def interpolation_png(path: str, a: int, b: int, steps: int, use_means: bool) ->
 def letters_png(path: str, images28: np.ndarray) -> bytes:
     """One row: a checkpoint's reconstructions of 28x28 letter images."""
     x = letter_tensor(list(images28))
-    return grids.png(grids.grid(analysis.reconstruct_letters(load_model(path).model, x), nrow=len(images28)))
+    recon = analysis.reconstruct_letters(load_model(path).model, x)
+    return grids.png(grids.grid(recon, nrow=min(len(images28), LETTERS_PER_ROW)))
 
 
 def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

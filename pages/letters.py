@@ -38,7 +38,8 @@ def scale_note(entry) -> str:
 
 def show_results(titles, images28, row_png, nearest) -> None:
     """Input row, one reconstruction row per model, and the nearest-class table."""
-    widgets.image_row(grids.png(grids.grid(np.stack(images28), nrow=len(images28))), "input (28×28, padded to 32)")
+    nrow = min(len(images28), loaders.LETTERS_PER_ROW)
+    widgets.image_row(grids.png(grids.grid(np.stack(images28), nrow=nrow)), "input (28×28, padded to 32)")
     for e in models:
         widgets.image_row(row_png(e.path), e.label)
     if with_centroids:
