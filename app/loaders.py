@@ -47,10 +47,24 @@ def configure_torch() -> None:
 
 # ---------------------------------------------------------------- models
 
+_last_stamps: dict[str, tuple] = {}  # checkpoints folder -> its stamp when last scanned (process-wide)
+
+
 def model_entries() -> list[registry.ModelEntry]:
-    """All checkpoints under the checkpoints folder; re-read only when a file there changes."""
-    folder = registry.checkpoints_dir()
-    return _scan(str(folder), registry.stamp(folder))
+    """All checkpoints under the checkpoints folder; re-read only when a file there changes.
+
+    Caches are keyed by checkpoint path, so a checkpoint rewritten in place (the zoo re-exporting
+    a model while the app runs) would keep serving the old weights: when a known file changed,
+    the model and array caches are dropped. New files alone change nothing cached.
+    """
+    folder = str(registry.checkpoints_dir())
+    stamp = registry.stamp(Path(folder))
+    before = dict((p, rest) for p, *rest in _last_stamps.get(folder, ()))
+    if any(p in before and before[p] != rest for p, *rest in stamp):
+        load_model.clear()
+        st.cache_data.clear()
+    _last_stamps[folder] = stamp
+    return _scan(folder, stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

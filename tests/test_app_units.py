@@ -213,3 +213,22 @@ def test_no_legacy_pages_folder_next_to_the_entrypoint():
     # turns it off anyway, and there is none there (the browser test checks the sidebar too).
     assert not (ROOT / "app" / "pages").exists()
     assert "st.navigation(" in (ROOT / "app" / "explorer.py").read_text()
+
+
+def test_a_rewritten_checkpoint_is_not_served_from_the_cache(app_fixture, tmp_path, monkeypatch):
+    import os
+
+    from app import loaders
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(app_fixture["checkpoints"], zoo)
+    monkeypatch.setenv(registry.ENV_VAR, str(zoo))
+    entry = next(e for e in loaders.model_entries() if e.kind == "cvae")
+    first = loaders.load_model(entry.path)
+    assert loaders.load_model(entry.path) is first  # cached
+    shutil.copy(zoo / "mnist" / "csae-b0.04.json", zoo / "mnist" / "extra.json")  # a new file: no reset
+    loaders.model_entries()
+    assert loaders.load_model(entry.path) is first
+    os.utime(entry.path, ns=(1, 1))  # the zoo re-exported this model in place
+    loaders.model_entries()
+    assert loaders.load_model(entry.path) is not first
