@@ -102,13 +102,13 @@ def bench_rerun(betas: list[float], repeats: int) -> tuple[float, float]:
     for _ in range(repeats):
         for b in betas:
             t = time.perf_counter()
-            at.select_slider(key="recon_beta").set_value(b).run()
+            at.select_slider(key="recon_beta_mnist").set_value(b).run()
             warm.append(time.perf_counter() - t)
         for b in betas:
             st.cache_data.clear()
             st.cache_resource.clear()
             t = time.perf_counter()
-            at.select_slider(key="recon_beta").set_value(b).run()
+            at.select_slider(key="recon_beta_mnist").set_value(b).run()
             cold.append(time.perf_counter() - t)
     assert not at.exception, [e.value for e in at.exception]
     return statistics.median(cold), statistics.median(warm)

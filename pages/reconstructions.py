@@ -19,7 +19,8 @@ top = st.columns([1, 2, 1])
 dataset = widgets.choose_dataset(csae_datasets, key="recon_dataset", where=top[0])
 betas = sorted({e.beta for e in decoders if e.dataset == dataset and e.kind == "csae"})
 beta = top[1].select_slider("β (noise added to the latent code in training)", options=betas,
-                            value=betas[min(1, len(betas) - 1)], format_func=lambda b: f"{b:g}", key="recon_beta")
+                            value=betas[min(1, len(betas) - 1)], format_func=lambda b: f"{b:g}",
+                            key=f"recon_beta_{dataset}")  # per dataset: their β lists may differ
 epochs = registry.snapshots(entries, dataset, "csae", beta)
 if len(epochs) > 1:
     epoch = top[2].radio("Epoch (paper scale)", list(epochs), index=len(epochs) - 1, horizontal=True,

@@ -91,21 +91,21 @@ def test_download_failure_is_an_error_message_not_a_traceback(monkeypatch):
 @pytest.mark.usefixtures("app_env")
 def test_beta_slider_changes_the_reconstruction_grid():
     at = open_page("reconstructions")
-    slider = at.select_slider(key="recon_beta")
+    slider = at.select_slider(key="recon_beta_mnist")
     assert slider.options == ["0", "0.04", "0.08"]
     before = image_urls(at)[0]
     slider.set_value(0.08).run()
     after = image_urls(at)[0]
     assert not at.exception
     assert before != after, "a different β must show different reconstructions"
-    at.select_slider(key="recon_beta").set_value(0.04).run()
+    at.select_slider(key="recon_beta_mnist").set_value(0.04).run()
     assert image_urls(at)[0] == before, "back to the first β: the same (cached) picture"
 
 
 @pytest.mark.usefixtures("app_env")
 def test_epoch_snapshots_and_side_by_side_strip():
     at = open_page("reconstructions")
-    at.select_slider(key="recon_beta").set_value(0.0).run()
+    at.select_slider(key="recon_beta_mnist").set_value(0.0).run()
     epoch = at.radio(key="recon_epoch_0")
     assert epoch.options == ["40", "80", "120"] and epoch.value == 120
     final = image_urls(at)[0]
