@@ -41,7 +41,7 @@ def choose_indices(labels: np.ndarray, class_index: int | None, n: int, seed: in
 def reconstruct(model, images28: np.ndarray) -> Recon:
     """Reconstruct uint8 28x28 images (N, 28, 28) with a decoder model (CSAE, or CVAE under its predicted label)."""
     x = to_float_images(torch.as_tensor(images28))  # (N, 1, 32, 32), padded like training
-    recon = model.reconstruct(x)
+    recon = model.reconstruct(x.contiguous(memory_format=torch.channels_last))  # matches the app's model layout
     mse = reconstruction_errors(recon, x)
     return Recon(to_uint8(recon), mse.numpy(), psnr(mse).numpy())
 
