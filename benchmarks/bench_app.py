@@ -179,7 +179,8 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
         os.environ[registry.ENV_VAR] = str(build_standin_zoo(tmp / "checkpoints"))
         entries = [e for e in registry.finals(registry.scan()) if e.kind == "csae"]
-        source = "a full-size untrained stand-in zoo (paper widths; no trained MNIST CSAE checkpoints found)"
+        why = "--fixture" if a.fixture else "fewer than 2 trained MNIST CSAE checkpoints found"
+        source = f"a full-size untrained stand-in zoo (paper widths; {why})"
     folder = loaders.data_folder("mnist")
     if folder is None:
         raise SystemExit("MNIST test images not found: run `python -m csae_core data download mnist`")
