@@ -7,8 +7,8 @@ from csae_core import data
 
 st.title("Letters: extrapolation")
 st.caption("The models were trained on digits only. Letters test how far the decoder generalises (section 4.4): "
-           "a robust decoder still draws a letter-like shape, and the distances to the nearest digit centroid show "
-           "that the code lies far from every class the model knows.")
+           "a robust decoder still draws a letter-like shape. The distance to the nearest digit centroid, next to "
+           "that of real digits, shows how far outside the known classes a letter's code lands.")
 
 decoders = registry.finals(loaders.model_entries(), decoder_only=True)
 model_datasets = sorted({e.dataset for e in decoders})
@@ -32,7 +32,7 @@ def scale_note(entry) -> str:
     if folder is not None:
         z, labels = loaders.test_latents(entry.path, entry.dataset, folder, 1000)
         own = np.median(analysis.own_centroid_distances(z, labels, centroids))
-        note += f"; {data.DATASETS[entry.dataset].title} test images lie at a median {own:.2f} from their own"
+        note += f"; {data.DATASETS[entry.dataset].title} test images lie at a median {own:.2f} from their own class's"
     return note + f" ({entry.label})."
 
 

@@ -55,7 +55,7 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Mean MSE", f"{rec.mse.mean():.5f}")
 m2.metric("Mean PSNR", f"{rec.psnr.mean():.2f} dB")
 if entry.test_accuracy is not None:
-    m3.metric("Test accuracy (whole test set)", f"{entry.test_accuracy:.2%}")
+    m3.metric("Test accuracy", f"{entry.test_accuracy:.2%}", help="as recorded in the manifest or the checkpoint")
 with st.expander("MSE and PSNR per image"):
     st.dataframe([{"position": i + 1, "test index": int(t), "class": names[int(c)], "MSE": float(m),
                    "PSNR (dB)": float(p)} for i, (t, c, m, p) in enumerate(zip(indices, labels, rec.mse, rec.psnr))],
