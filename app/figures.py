@@ -37,11 +37,12 @@ def sphere_figure(history: np.ndarray, frame_labels: list[str] | None = None, he
         # Frames replace only trace 1 (the points): the sphere mesh is sent once.
         fig.frames = [go.Frame(data=[_points(u)], traces=[1], name=labels[i]) for i, u in enumerate(history)]
         anim = dict(frame=dict(duration=80, redraw=True), transition=dict(duration=0), mode="immediate")
+        play = dict(label="▶ play", method="animate", args=[None, {**anim, "fromcurrent": False}])
+        pause = dict(label="❚❚ pause", method="animate",
+                     args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])
         fig.update_layout(
             updatemenus=[dict(type="buttons", showactive=False, x=0.02, y=0.02, xanchor="left", yanchor="bottom",
-                              buttons=[dict(label="▶ play", method="animate", args=[None, {**anim, "fromcurrent": False}]),
-                                       dict(label="❚❚ pause", method="animate",
-                                            args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+                              buttons=[play, pause])],
             sliders=[dict(active=frames_n - 1, x=0.2, len=0.78, y=0.02, yanchor="bottom",
                           currentvalue=dict(prefix="frame "),
                           steps=[dict(label=labels[i], method="animate",

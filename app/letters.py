@@ -47,7 +47,8 @@ def canvas_is_blank(rgba: np.ndarray | None) -> bool:
     rgba = np.asarray(rgba)
     if rgba.ndim != 3 or rgba.size == 0:
         return True
-    return bool(rgba[..., 3].max() == 0 or (rgba[..., :3].min() > 240 and rgba[..., :3].max() - rgba[..., :3].min() < 16))
+    rgb = rgba[..., :3]
+    return bool(rgba[..., 3].max() == 0 or (rgb.min() > 240 and rgb.max() - rgb.min() < 16))
 
 
 def nearest_table(titles: list[str], nearest: dict[str, tuple[np.ndarray, np.ndarray]],

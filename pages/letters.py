@@ -32,7 +32,8 @@ def scale_note(entry) -> str:
     if folder is not None:
         z, labels = loaders.test_latents(entry.path, entry.dataset, folder, 1000)
         own = np.median(analysis.own_centroid_distances(z, labels, centroids))
-        note += f"; {data.DATASETS[entry.dataset].title} test images lie at a median {own:.2f} from their own class's centroid"
+        title = data.DATASETS[entry.dataset].title
+        note += f"; {title} test images lie at a median {own:.2f} from their own class's centroid"
     return note + f" ({entry.label})."
 
 

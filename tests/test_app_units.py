@@ -204,7 +204,8 @@ def test_canvas_is_blank():
 
 
 def test_nearest_table():
-    rows = letters.nearest_table(["a", "b"], {"M": (np.array([3, 1]), np.array([5.0, 6.5]))}, [str(i) for i in range(10)])
+    nearest = {"M": (np.array([3, 1]), np.array([5.0, 6.5]))}
+    rows = letters.nearest_table(["a", "b"], nearest, [str(i) for i in range(10)])
     assert rows == [{"letter": "a", "M": "3  (5.00)"}, {"letter": "b", "M": "1  (6.50)"}]
 
 
