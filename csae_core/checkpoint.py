@@ -116,7 +116,9 @@ class Checkpoint:
 def save_checkpoint(stem: str | Path, model: torch.nn.Module, meta: dict, half: bool = False) -> Path:
     """Write `stem.safetensors` then `stem.json`. `half` stores float weights as fp16 (compact shipping)."""
     stem = Path(stem)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    # The PEDCC centroids stay fp32 even in half-precision files: rounding them costs optimality.
+    state = {k: (v.half() if half and v.is_floating_point() and k != "centroids" else v)
+             for k, v in model.state_dict().items()}
     sha = save_tensors(sibling(stem, ".safetensors"), state)
     record = {"format": FORMAT, **meta, "model": model.config.to_dict(), "weights": stem.name + ".safetensors",
               "weights_sha256": sha, "weights_dtype": "float16" if half else "float32"}
