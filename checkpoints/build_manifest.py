@@ -7,9 +7,24 @@ images, saved by train_zoo.py under results/eval/<dataset>/<name>.json.
 """
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CHECK_IMAGES = 300  # tests/test_zoo.py re-evaluates every checkpoint on these first test images
+
+
+def quick_check(meta_path: Path) -> dict:
+    """Accuracy on the first CHECK_IMAGES test images, recorded so CI can confirm each shipped file."""
+    from csae_core.checkpoint import load_checkpoint
+    from csae_core.evaluate import evaluate_model
+    from csae_core.train import load_dataset_tensors
+
+    ck = load_checkpoint(meta_path)
+    _, (x, y), _ = load_dataset_tensors(ck.meta["dataset"])
+    m = evaluate_model(ck.model, x[:CHECK_IMAGES], y[:CHECK_IMAGES])
+    return {"test_images": CHECK_IMAGES, "accuracy": m["accuracy"], "recon_mse": m["recon_mse"]}
 
 
 def main():
@@ -32,6 +47,7 @@ def main():
             "path": str(meta_path.relative_to(ROOT)),
             "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "bytes": weights.stat().st_size + meta_path.stat().st_size,
+            "check": quick_check(meta_path),
         })
     out = ROOT / "checkpoints" / "manifest.json"
     out.write_text(json.dumps(entries, indent=1) + "\n")
