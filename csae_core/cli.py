@@ -27,8 +27,6 @@ def _save_png(array, path: str) -> None:
 
 
 def cmd_pedcc(a) -> None:
-    import torch
-
     from .pedcc import generate_pedcc, pedcc_metrics
 
     if a.iters is not None and a.converge:
@@ -47,7 +45,6 @@ def cmd_pedcc(a) -> None:
     else:
         for k, v in record.items():
             print(f"{k:>20}: {v}")
-    del torch
 
 
 def cmd_data(a) -> None:

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_tensors, save_checkpoint, save_tensors
 from .errors import CSAEError
-from .evaluate import batches, encode, evaluate_model, latent_stats
+from .evaluate import encode, evaluate_model, latent_stats
 from .model import ModelConfig, build_model
 from .pedcc import generate_pedcc, pedcc_metrics
 
