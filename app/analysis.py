@@ -1,7 +1,8 @@
 """Glue between the app and csae_core on plain arrays; no Streamlit calls, no caching (see loaders).
 
 The maths is csae_core's: reconstruct/embed/predict, reconstruction_errors, psnr, nearest_centroid,
-sample_images, interpolate_latents, decode_latents. Only the 2-/3-D PCA used for display lives here.
+sample_images, interpolate_latents, decode_latents; distances, class means and PCA are in
+csae_core.geometry.
 """
 from __future__ import annotations
 
@@ -64,51 +65,3 @@ def nearest_classes(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """For a model with PEDCC centroids: the nearest class (N,) of each input and its distance (N,)."""
     labels, dist = nearest_centroid(model.embed(x), model.centroids)
     return labels.numpy(), dist.gather(1, labels[:, None])[:, 0].numpy()
-
-
-def own_centroid_distances(z: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Distance (N,) of each latent to the centroid of its own class: the scale letters are compared with."""
-    return np.linalg.norm(z - centroids[labels], axis=1)
-
-
-def class_means(z: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Mean latent (n, d) of each class (NaN rows for classes with no sample)."""
-    out = np.full((num_classes, z.shape[1]), np.nan, dtype=np.float64)
-    for k in range(num_classes):
-        if (labels == k).any():
-            out[k] = z[labels == k].mean(0)
-    return out
-
-
-def pairwise_distances(points: np.ndarray) -> np.ndarray:
-    """Euclidean distance matrix (n, n) between rows of points (n, d)."""
-    return torch.cdist(torch.as_tensor(points, dtype=torch.float64)[None],
-                       torch.as_tensor(points, dtype=torch.float64)[None])[0].numpy()
-
-
-def pairwise_cosines(points: np.ndarray) -> np.ndarray:
-    """Cosines of all pairs i < j of the rows of points (n, d)."""
-    u = torch.nn.functional.normalize(torch.as_tensor(points, dtype=torch.float64), dim=1)
-    iu = torch.triu_indices(len(u), len(u), offset=1)
-    return (u @ u.T)[iu[0], iu[1]].numpy()
-
-
-@dataclass(frozen=True)
-class PCA:
-    """A k-component PCA fitted on some points: project any other points (e.g. the centroids) with it."""
-
-    mean: np.ndarray  # (d,)
-    components: np.ndarray  # (k, d), rows orthonormal
-    explained: np.ndarray  # (k,) fraction of the variance each component explains
-
-    def project(self, points: np.ndarray) -> np.ndarray:
-        return (np.asarray(points, dtype=np.float64) - self.mean) @ self.components.T  # (N, k)
-
-
-def fit_pca(z: np.ndarray, k: int) -> PCA:
-    """PCA of latents z (N, d) by SVD of the centred data (exact, N x d is small here)."""
-    x = torch.as_tensor(z, dtype=torch.float64)
-    mean = x.mean(0)
-    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    var = s**2
-    return PCA(mean.numpy(), vh[:k].numpy(), (var[:k] / var.sum().clamp_min(1e-12)).numpy())

@@ -1,7 +1,8 @@
 """Latent space: a 2-D/3-D PCA of test-set latent codes, coloured by class, with the PEDCC centroids."""
 import streamlit as st
 
-from app import analysis, figures, loaders, registry, widgets
+from app import figures, loaders, registry, widgets
+from csae_core import geometry
 
 st.title("Latent space")
 st.caption("Each dot is the latent code of one test image, projected to its first principal components. A CSAE "
@@ -24,7 +25,7 @@ if folder is None:
 
 ckpt = widgets.load_or_stop(entry)
 z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
-pca = analysis.fit_pca(z, dims)
+pca = geometry.fit_pca(z, dims)
 centroids = pca.project(ckpt.model.centroids.cpu().numpy()) if entry.has_centroids else None
 titles = [f"PC{i + 1} ({v:.0%} of the variance)" for i, v in enumerate(pca.explained)]
 st.plotly_chart(figures.latent_scatter(pca.project(z), labels, ckpt.class_names, centroids, titles),

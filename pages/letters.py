@@ -2,8 +2,8 @@
 import numpy as np
 import streamlit as st
 
-from app import analysis, grids, letters, loaders, registry, widgets
-from csae_core import data
+from app import grids, letters, loaders, registry, widgets
+from csae_core import data, geometry
 
 st.title("Letters: extrapolation")
 st.caption("The models were trained on digits only. Letters test how far the decoder generalises (section 4.4): "
@@ -26,12 +26,12 @@ names = loaders.load_model(models[0].path).class_names
 def scale_note(entry) -> str:
     """What a 'near' distance is: digits to their own centroid (median), and centroid to centroid."""
     centroids = loaders.load_model(entry.path).model.centroids.cpu().numpy()
-    apart = analysis.pairwise_distances(centroids)[np.triu_indices(len(centroids), 1)].min()
+    apart = geometry.pairwise_distances(centroids)[np.triu_indices(len(centroids), 1)].min()
     note = f"Neighbouring centroids are {apart:.2f} apart"
     folder = loaders.data_folder(entry.dataset)
     if folder is not None:
         z, labels = loaders.test_latents(entry.path, entry.dataset, folder, 1000)
-        own = np.median(analysis.own_centroid_distances(z, labels, centroids))
+        own = np.median(geometry.own_centroid_distances(z, labels, centroids))
         title = data.DATASETS[entry.dataset].title
         note += f"; {title} test images lie at a median {own:.2f} from their own class's centroid"
     return note + f" ({entry.label})."

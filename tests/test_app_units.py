@@ -82,28 +82,6 @@ def test_choose_indices_is_seeded_and_respects_the_class():
     assert len(c) == 10 and set(labels[c]) == {7}  # a class has only 10: all of them
 
 
-def test_pca_matches_numpy_svd():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 5
-    pca = analysis.fit_pca(z, 3)
-    xc = z - z.mean(0)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
-    ref = xc @ vt[:3].T
-    got = pca.project(z)
-    assert np.allclose(np.abs(got), np.abs(ref), atol=1e-8)  # components are defined up to sign
-    assert np.allclose(pca.explained, s[:3] ** 2 / (s**2).sum())
-
-
-def test_pairwise_helpers_on_a_regular_simplex():
-    # The 4 vertices of a regular tetrahedron: every cosine is -1/3, every distance sqrt(8/3).
-    u = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float) / np.sqrt(3)
-    assert np.allclose(analysis.pairwise_cosines(u), -1 / 3)
-    d = analysis.pairwise_distances(u)
-    assert np.allclose(d[~np.eye(4, dtype=bool)], np.sqrt(8 / 3)) and np.allclose(np.diag(d), 0)
-    means = analysis.class_means(np.array([[0.0, 2], [2, 0], [5, 5]]), np.array([0, 0, 2]), 3)
-    assert np.allclose(means[0], [1, 1]) and np.isnan(means[1]).all() and np.allclose(means[2], [5, 5])
-
-
 def test_reconstruct_and_nearest_with_a_fixture_model(app_fixture):
     from csae_core.checkpoint import load_checkpoint
 
