@@ -37,6 +37,9 @@ def main():
         ev_path = ROOT / "results" / "eval" / meta_path.parent.name / meta_path.name
         ev = json.loads(ev_path.read_text()) if ev_path.exists() else {}
         epochs = meta["train"]["epochs"]
+        done = meta["history"][:meta["epoch"]]
+        image_steps = sum(h.get("images") or meta["train"]["epoch_images"] for h in done)
+        train_seconds = sum(h["seconds"] for h in done)  # optimizer steps only, not the per-epoch evaluation
         entries.append({
             "dataset": meta["dataset"], "model": meta["model"]["kind"], "beta": meta["model"]["beta"],
             "epoch": meta["epoch"], "epochs": epochs,
@@ -44,6 +47,8 @@ def main():
             "recipe": meta["recipe"], "test_accuracy": ev.get("accuracy"), "recon_mse": ev.get("recon_mse"),
             "psnr": ev.get("psnr"), "test_images": ev.get("test_images"),
             "weights_dtype": meta["weights_dtype"],
+            "image_steps": image_steps, "train_seconds": round(train_seconds, 1),
+            "images_per_s": round(image_steps / train_seconds, 1), "hardware": meta.get("hardware"),
             "path": str(meta_path.relative_to(ROOT)),
             "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "bytes": weights.stat().st_size + meta_path.stat().st_size,

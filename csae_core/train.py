@@ -66,8 +66,8 @@ class TrainConfig:
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Step schedule: lr * 0.1 ** floor((epoch - 1) / lr_step) for 1-based epochs."""
-    return cfg.lr * 0.1 ** math.floor((epoch - 1) / cfg.lr_step)
+    """Step schedule: lr / 10 ** floor((epoch - 1) / lr_step) for 1-based epochs (0.01, not 0.010000000000000002)."""
+    return cfg.lr / 10 ** math.floor((epoch - 1) / cfg.lr_step)
 
 
 def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: int = 0):
@@ -182,6 +182,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if distributed else model
     amp = device.type == "cuda"
+    # Where the run's images/s were measured, for the manifest and anyone comparing speeds.
+    hardware = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "processes": world, "threads": torch.get_num_threads(), "torch": torch.__version__}
     per_rank = max(1, cfg.batch_size // world)
     history = list(meta_prev.get("history", [])) if meta_prev else []
     stats = meta_prev.get("latent_stats") if meta_prev else None
@@ -240,7 +243,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
                             f"(lr {lr_at(cfg, epoch):g}). The last good checkpoint ({out / 'last'}) is intact. "
                             f"Fix: lower --lr or check the data, then --resume.")
         train_seconds = time.perf_counter() - t0
-        rec = {"epoch": epoch, "lr": lr_at(cfg, epoch), **totals,
+        rec = {"epoch": epoch, "lr": lr_at(cfg, epoch), **totals, "images": int(seen),
                "train_accuracy": float(correct / seen), "seconds": round(train_seconds, 2),
                "images_per_s": round(float(seen) / train_seconds, 1)}
         if rank == 0:
@@ -255,6 +258,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
                                            train_y[:stats_n].cpu(), mcfg.num_classes)
                 stats = {"images": stats_n, "epoch": epoch, "mean": means.tolist(), "cov": covs.tolist()}
             meta = {"dataset": cfg.dataset, "class_names": class_names, "epoch": epoch, "recipe": cfg.recipe,
+                    "hardware": hardware,
                     "train": {**asdict(cfg), "snapshots": list(cfg.snapshots)}, "pedcc": pedcc_info,
                     "metrics": {k: metrics[k] for k in ("accuracy", "recon_mse", "psnr", "test_images",
                                                           "per_class_accuracy")},
