@@ -104,7 +104,7 @@ def _test_split(ckpt, data_dir, limit):
 
 def cmd_evaluate(a) -> None:
     from .checkpoint import load_checkpoint
-    from .evaluate import evaluate_model
+    from .evaluate import decoder_collapsed, evaluate_model
 
     ckpt = load_checkpoint(a.checkpoint)
     x, y = _test_split(ckpt, a.data_dir, a.limit)
@@ -118,7 +118,8 @@ def cmd_evaluate(a) -> None:
     print(f"{m['model']} beta={m['beta']:g} epoch {m['epoch']} on {m['dataset']}: {m['test_images']} test images")
     print(f"accuracy {m['accuracy'] * 100:.2f}%")
     if m["recon_mse"] is not None:
-        print(f"reconstruction MSE {m['recon_mse']:.5f}, PSNR {m['psnr']:.2f} dB")
+        print(f"reconstruction MSE {m['recon_mse']:.5f}, PSNR {m['psnr']:.2f} dB "
+              f"(a flat grey image: {m['flat_mse']:.5f}{'; the decoder has collapsed' if decoder_collapsed(m) else ''})")
     width = max(len(c) for c in m["class_names"])
     for name, acc in zip(m["class_names"], m["per_class_accuracy"]):
         print(f"  {name:>{width}}: {acc * 100:6.2f}%")

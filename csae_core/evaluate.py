@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["batches", "encode", "latent_stats", "evaluate_model", "reconstruction_errors"]
+__all__ = ["batches", "encode", "latent_stats", "evaluate_model", "reconstruction_errors", "decoder_collapsed"]
 
 
 def batches(images: torch.Tensor, batch_size: int, device) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -43,6 +43,11 @@ def reconstruction_errors(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (recon.float().clamp(0, 1) - x.float()).pow(2).flatten(1).mean(1)
 
 
+def decoder_collapsed(metrics: dict) -> bool:
+    """True when the reconstructions are no better than a flat grey image (dead decoder ReLUs)."""
+    return metrics.get("recon_mse") is not None and metrics["recon_mse"] >= 0.9 * metrics["flat_mse"]
+
+
 def psnr(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
@@ -54,7 +59,9 @@ def evaluate_model(model, images: torch.Tensor, labels: torch.Tensor, batch_size
     model.eval()
     n = model.config.num_classes
     preds, errs, zs = [], [], []
+    pixel_sum = pixel_sq = 0.0
     for sl, x in batches(images, batch_size, device):
+        pixel_sum, pixel_sq = pixel_sum + float(x.sum()), pixel_sq + float(x.pow(2).sum())
         pred_b = model.predict(x)
         preds.append(pred_b.cpu())
         if model.has_decoder:
@@ -79,6 +86,10 @@ def evaluate_model(model, images: torch.Tensor, labels: torch.Tensor, batch_size
         e = torch.cat(errs)
         out["recon_mse"] = float(e.mean())
         out["psnr"] = float(psnr(e).mean())  # mean of per-image PSNR (peak 1.0)
+        # The MSE of the best flat image (every pixel the test-set mean): a decoder that does no better
+        # has collapsed to a constant output, whatever the accuracy says.
+        pixels = images[0].numel() * len(images)
+        out["flat_mse"] = pixel_sq / pixels - (pixel_sum / pixels) ** 2
     z = torch.cat(zs)
     means, _ = latent_stats(z, labels, n)
     out["latent_mean_distances"] = [[round(float(v), 4) for v in row] for row in torch.cdist(means, means)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_tensors, save_checkpoint, save_tensors
 from .errors import CSAEError
-from .evaluate import encode, evaluate_model, latent_stats
+from .evaluate import decoder_collapsed, encode, evaluate_model, latent_stats
 from .model import ModelConfig, build_model
 from .pedcc import generate_pedcc, pedcc_metrics
 
@@ -250,6 +251,11 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
             metrics = evaluate_model(model, test_x, test_y, device=device, class_names=class_names)
             rec.update(test_accuracy=metrics["accuracy"], test_recon_mse=metrics["recon_mse"],
                        test_psnr=metrics["psnr"])
+            if decoder_collapsed(metrics):
+                print(f"warning: epoch {epoch}: test reconstructions (MSE {metrics['recon_mse']:.4f}) are no better "
+                      f"than a flat grey image ({metrics['flat_mse']:.4f}); the decoder has collapsed. Fix: retrain with "
+                      f"a smaller --lr (at batch 64, lr 0.1 collapsed and 0.03 did not) or a larger --batch-size.",
+                      file=sys.stderr)
             history.append(rec)
             if model.has_decoder and (epoch == cfg.epochs or epoch in cfg.snapshots or stats is None):
                 # Class latent statistics for sampling: on the final/snapshot epochs (and the first save).
