@@ -19,6 +19,8 @@ PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs ont
 TRAIN_COMMANDS = ("python checkpoints/train_zoo.py", "python -m csae_core train --dataset mnist --beta 0.02")
 
 KIND_TITLES = {"csae": "CSAE", "csae-encoder": "CSAE encoder", "basenet": "Basenet", "cvae": "CVAE"}
+DATASET_ORDER = ("mnist", "fashion-mnist")  # MNIST first: the paper's main dataset, and the letters page's digits
+DEFAULT_MODEL = ("mnist", "csae", 0.02)  # what a page shows before the user picks: the app's default β
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,19 @@ def scan(folder: Path | None = None) -> list[ModelEntry]:
             if e is not None:
                 entries.append(e)
     kinds = list(KIND_TITLES)
-    return sorted(entries, key=lambda e: (e.dataset, kinds.index(e.kind) if e.kind in kinds else 9, e.beta, e.epoch))
+    return sorted(entries, key=lambda e: (dataset_rank(e.dataset), kinds.index(e.kind) if e.kind in kinds else 9,
+                                          e.beta, e.epoch))
+
+
+def dataset_rank(name: str) -> tuple:
+    """Sort key putting the paper's datasets first, in DATASET_ORDER, then any other by name."""
+    return (DATASET_ORDER.index(name) if name in DATASET_ORDER else len(DATASET_ORDER), name)
+
+
+def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
+    """The fully trained DEFAULT_MODEL if listed, else None (a picker then starts at its first option)."""
+    matches = [e for e in entries if (e.dataset, e.kind, e.beta) == DEFAULT_MODEL]
+    return max(matches, key=lambda e: e.epoch) if matches else None
 
 
 def finals(entries: list[ModelEntry], dataset: str | None = None, decoder_only: bool = False) -> list[ModelEntry]:
@@ -174,4 +188,4 @@ def snapshots(entries: list[ModelEntry], dataset: str, kind: str, beta: float) -
 
 
 def datasets(entries: list[ModelEntry]) -> list[str]:
-    return sorted({e.dataset for e in entries})
+    return sorted({e.dataset for e in entries}, key=dataset_rank)

@@ -17,12 +17,14 @@ from . import loaders, registry
 
 
 def choose(label: str, options: Sequence, *, remember: str, key: str, format_func: Callable = str,
-           where=None, help: str | None = None):
-    """A selectbox whose choice is remembered under st.session_state[remember] across pages."""
+           where=None, help: str | None = None, default=None):
+    """A selectbox whose choice is remembered under st.session_state[remember] across pages; it starts
+    at `default` (else the first option) until the user picks."""
     where = where or st
     options = list(options)
     saved = st.session_state.get(remember)
-    index = options.index(saved) if saved in options else 0
+    start = saved if saved in options else default
+    index = options.index(start) if start in options else 0
     value = where.selectbox(label, options, index=index, format_func=format_func, key=key, help=help)
     st.session_state[remember] = value
     return value
@@ -30,15 +32,16 @@ def choose(label: str, options: Sequence, *, remember: str, key: str, format_fun
 
 def choose_dataset(datasets: Sequence[str], key: str, where=None) -> str:
     titles = {n: spec.title for n, spec in data.DATASETS.items()}
-    return choose("Dataset", datasets, remember="chosen_dataset", key=key, where=where,
-                  format_func=lambda n: titles.get(n, n))
+    return choose("Dataset", sorted(datasets, key=registry.dataset_rank), remember="chosen_dataset", key=key,
+                  where=where, format_func=lambda n: titles.get(n, n))
 
 
 def choose_model(entries: Sequence[registry.ModelEntry], key: str, where=None,
                  label: str = "Model") -> registry.ModelEntry:
     by_path = {e.path: e for e in entries}
+    preferred = registry.default_entry(list(entries))
     path = choose(label, list(by_path), remember="chosen_model", key=key, where=where,
-                  format_func=lambda p: by_path[p].long_label)
+                  format_func=lambda p: by_path[p].long_label, default=preferred and preferred.path)
     return by_path[path]
 
 

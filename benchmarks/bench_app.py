@@ -170,8 +170,13 @@ def main() -> None:
 
     import logging
 
-    logging.getLogger("streamlit").setLevel(logging.ERROR)  # bare-mode cache warnings
     from app import loaders, registry
+
+    # Bare-mode "No runtime found" cache warnings, one per call: Streamlit sets each of its loggers'
+    # level when it creates them (on import), so quieten them after the imports.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("streamlit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
     entries = [e for e in registry.finals(registry.scan()) if e.dataset == "mnist" and e.kind == "csae"]
     source = f"the zoo in {registry.checkpoints_dir()}"

@@ -56,6 +56,19 @@ def test_scan_skips_bad_or_missing_manifest_rows_and_adds_unlisted_checkpoints(a
     assert any(e.path.endswith(Path(unlisted["path"]).name) for e in entries)
 
 
+def test_mnist_and_the_default_beta_come_first(tmp_path):
+    """With both datasets present, pickers start at MNIST and at CSAE β=0.02's final epoch."""
+    def entry(dataset, kind, beta, epoch):
+        return registry.ModelEntry(dataset, kind, beta, epoch, epoch * 10, str(tmp_path / f"{dataset}{kind}{beta}{epoch}"))
+
+    entries = [entry("fashion-mnist", "csae", 0.02, 12), entry("mnist", "basenet", 0.0, 12),
+               entry("mnist", "csae", 0.02, 4), entry("mnist", "csae", 0.02, 12), entry("faces", "csae", 0.0, 12)]
+    assert registry.datasets(entries) == ["mnist", "fashion-mnist", "faces"]
+    assert sorted(["fashion-mnist", "faces", "mnist"], key=registry.dataset_rank) == ["mnist", "fashion-mnist", "faces"]
+    assert registry.default_entry(entries) == entries[3]
+    assert registry.default_entry(entries[:2]) is None
+
+
 def test_checkpoints_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
     assert registry.checkpoints_dir() == tmp_path
