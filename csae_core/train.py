@@ -253,8 +253,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
                        test_psnr=metrics["psnr"])
             if decoder_collapsed(metrics):
                 print(f"warning: epoch {epoch}: test reconstructions (MSE {metrics['recon_mse']:.4f}) are no better "
-                      f"than a flat grey image ({metrics['flat_mse']:.4f}); the decoder has collapsed. Fix: retrain with "
-                      f"a smaller --lr (at batch 64, lr 0.1 collapsed and 0.03 did not) or a larger --batch-size.",
+                      f"than a flat grey image ({metrics['flat_mse']:.4f}): the decoder has collapsed or not started "
+                      f"learning. If it stays so for a few epochs, retrain with a smaller --lr (at batch 64, lr 0.1 "
+                      f"collapsed and 0.03 did not; benchmarks/bench_decoder_lr.py) or a larger --batch-size.",
                       file=sys.stderr)
             history.append(rec)
             if model.has_decoder and (epoch == cfg.epochs or epoch in cfg.snapshots or stats is None):
