@@ -20,6 +20,19 @@ from csae_core.checkpoint import save_checkpoint
 from csae_core.model import ModelConfig, build_model
 from csae_core.pedcc import generate_pedcc
 
+def pytest_report_header(config):
+    """Say up front where MNIST was found: the zoo and training tests need it, and without it each of them
+    fails with the same "MNIST not found" error."""
+    from csae_core.data import find_dataset_dir
+
+    found = find_dataset_dir("mnist")
+    if found is not None:
+        return f"datasets: MNIST at {found}"
+    return ("datasets: MNIST NOT FOUND (./data, ../shared/datasets): the zoo and training tests will fail. "
+            "Fix: set CSAE_DATA_DIR to a folder holding mnist/ (e.g. the shared datasets) or run "
+            "`python -m csae_core data download mnist`.")
+
+
 DIGITS = [str(d) for d in range(10)]
 FIXTURE_BETAS = (0.0, 0.04, 0.08)
 PAPER_EPOCHS = {4: 40, 8: 80, 12: 120}  # a 12-epoch recipe mapped onto the paper's 120

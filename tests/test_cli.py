@@ -1,6 +1,7 @@
 """The CLI as a user runs it: JSON outputs, and bad input as one clear line, never a traceback."""
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "csae_core", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=300, env=clean_env())
+
+
+def clean_env() -> dict:
+    """A bare environment for the CLI, keeping only where the datasets are if the user said so."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    if os.environ.get("CSAE_DATA_DIR"):
+        env["CSAE_DATA_DIR"] = os.environ["CSAE_DATA_DIR"]
+    return env
 
 
 def assert_clean_error(res, *words):

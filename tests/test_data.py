@@ -139,7 +139,7 @@ def test_resolve_order(tmp_path, monkeypatch):
     # A folder holding only part of a dataset does not count.
     (cwd / "data" / "mnist" / "train-images-idx3-ubyte.gz").unlink()
     monkeypatch.chdir(cwd)
-    assert resolve_data_dir(None, "mnist") != cwd / "data"
+    assert find_dataset_dir("mnist") != cwd / "data" / "mnist"
 
 
 def test_missing_dataset_names_search_and_fix(tmp_path):
