@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from csae_core.checkpoint import load_checkpoint  # noqa: E402
+from csae_core.errors import CSAEError  # noqa: E402
 from csae_core.evaluate import decoder_collapsed, evaluate_model  # noqa: E402
 from csae_core.model import ModelConfig  # noqa: E402
 from csae_core.train import TrainConfig, load_dataset_tensors, train  # noqa: E402
@@ -55,4 +56,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CSAEError as e:  # bad --lrs/--batch-size or missing MNIST: one line, not a traceback
+        raise SystemExit(f"error: {e}")

@@ -76,7 +76,8 @@ def main():
         run_dir = ROOT / "runs" / "zoo" / a.recipe / ds / name
         snaps = r["snapshots"] if (ds == "mnist" and model == "csae" and beta in SNAPSHOT_BETAS) else ()
         cmd = [sys.executable, "-m", "csae_core", "train", "--dataset", ds, "--model", model, "--beta", str(beta),
-               "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--lr-step", str(r["lr_step"]), "--batch-size", str(r["batch"]),
+               "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--lr-step", str(r["lr_step"]),
+               "--batch-size", str(r["batch"]),
                "--epoch-images", str(r["epoch_images"]), "--stats-images", str(r["stats"]),
                "--test-images", str(200 if model == "cvae" and r["test_images"] else r["test_images"]),
                "--recipe", a.recipe, "--device", a.device, "--out", str(run_dir), "--no-progress"]

@@ -11,7 +11,7 @@ st.caption("The models were trained on digits only. Letters test how far the dec
            "that of real digits, shows how far outside the known classes a letter's code lands.")
 
 decoders = registry.finals(loaders.model_entries(), decoder_only=True)
-model_datasets = sorted({e.dataset for e in decoders})
+model_datasets = registry.datasets(decoders)
 if not model_datasets:
     widgets.no_models("the letters view")
     st.stop()

@@ -10,7 +10,7 @@ st.caption("Each pair of rows: test images, then their reconstructions. More noi
 
 entries = loaders.model_entries()
 decoders = widgets.loadable(registry.finals(entries, decoder_only=True))
-csae_datasets = sorted({e.dataset for e in decoders if e.kind == "csae"})
+csae_datasets = registry.datasets([e for e in decoders if e.kind == "csae"])
 if not csae_datasets:
     widgets.no_models("the reconstruction view")
     st.stop()

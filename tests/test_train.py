@@ -94,12 +94,9 @@ def test_short_real_mnist_run_beats_90_percent(tmp_path):
     assert records[-1]["test_recon_mse"] < records[0]["test_recon_mse"]
     # The decoder really reconstructs: clearly better than a flat image, which an untrained
     # CSAE (zero-initialised output head) is flagged as.
-    (_, _), (x, y), _ = load_dataset_tensors("mnist")
-    trained = evaluate_model(load_checkpoint(tmp_path / "last.json").model, x[:500], y[:500])
-    fresh = evaluate_model(build_model(ModelConfig(), trained_centroids(tmp_path)), x[:500], y[:500])
+    _, (x, y), _ = load_dataset_tensors("mnist")
+    model = load_checkpoint(tmp_path / "last.json").model
+    trained = evaluate_model(model, x[:500], y[:500])
+    fresh = evaluate_model(build_model(ModelConfig(), model.centroids), x[:500], y[:500])
     assert decoder_collapsed(fresh) and not decoder_collapsed(trained)
     assert trained["recon_mse"] < 0.6 * trained["flat_mse"], trained
-
-
-def trained_centroids(run_dir):
-    return load_checkpoint(run_dir / "last.json").model.centroids
