@@ -20,17 +20,27 @@ from csae_core.checkpoint import save_checkpoint
 from csae_core.model import ModelConfig, build_model
 from csae_core.pedcc import generate_pedcc
 
-def pytest_report_header(config):
-    """Say up front where MNIST was found: the zoo and training tests need it, and without it each of them
-    fails with the same "MNIST not found" error."""
+def _mnist_note() -> str:
     from csae_core.data import find_dataset_dir
 
     found = find_dataset_dir("mnist")
     if found is not None:
         return f"datasets: MNIST at {found}"
-    return ("datasets: MNIST NOT FOUND (./data, ../shared/datasets): the zoo and training tests will fail. "
+    return ("datasets: MNIST NOT FOUND (./data, ../shared/datasets): the zoo and training tests fail without it. "
             "Fix: set CSAE_DATA_DIR to a folder holding mnist/ (e.g. the shared datasets) or run "
             "`python -m csae_core data download mnist`.")
+
+
+def pytest_report_header(config):
+    """Say where MNIST was found: the zoo and training tests need it."""
+    return _mnist_note()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Under -q the header is hidden, so repeat a missing MNIST once at the end, after the failures it caused."""
+    note = _mnist_note()
+    if "NOT FOUND" in note:
+        terminalreporter.write_line(note, red=True)
 
 
 DIGITS = [str(d) for d in range(10)]
