@@ -4,18 +4,13 @@ A router and frame only: page config, then st.navigation over the scripts in ../
 the pages are registered with st.navigation, Streamlit does not auto-discover any pages/ folder
 (and it would only look next to this file, in app/pages/, which does not exist).
 """
-import sys
 from pathlib import Path
 
+import streamlit as st
+
+from app import loaders  # importable because requirements.txt installs the project (`-e .`)
+
 ROOT = Path(__file__).resolve().parents[1]
-# `streamlit run app/explorer.py` puts app/ on sys.path, not the repository root, and the project
-# is not pip-installed: make `csae_core` and the `app` package importable for every page, once, here.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app import loaders  # noqa: E402
 
 PAGES = ROOT / "pages"
 

@@ -29,7 +29,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # a script run from anywhere: make csae_core and app importable
 
 BETAS = (0.0, 0.02, 0.04, 0.06, 0.08)
 

@@ -11,19 +11,16 @@ paper's lr 0.1 was tuned by its authors at batch 4096, and at batch 64 it kills 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from csae_core.checkpoint import load_checkpoint  # noqa: E402
-from csae_core.errors import CSAEError  # noqa: E402
-from csae_core.evaluate import decoder_collapsed, evaluate_model  # noqa: E402
-from csae_core.model import ModelConfig  # noqa: E402
-from csae_core.train import TrainConfig, load_dataset_tensors, train  # noqa: E402
+from csae_core.checkpoint import load_checkpoint
+from csae_core.errors import CSAEError
+from csae_core.evaluate import decoder_collapsed, evaluate_model
+from csae_core.model import ModelConfig
+from csae_core.train import TrainConfig, load_dataset_tensors, train
 
 
 def main():

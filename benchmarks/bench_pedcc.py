@@ -7,14 +7,10 @@ n = 2..60 against the known minimum energies.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from csae_core.pedcc import DEFAULT_ITERS, generate_pedcc, pedcc_metrics  # noqa: E402
+from csae_core.pedcc import DEFAULT_ITERS, generate_pedcc, pedcc_metrics
 
 CASES = [(10, 40), (100, 512), (1000, 512)]
 

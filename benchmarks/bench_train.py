@@ -6,15 +6,12 @@ Synthetic MNIST-shaped batches, the real models and losses, one optimizer step p
 (the trainer's inner loop: channels-last everywhere, bf16 autocast on CUDA).
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csae_core.model import MODEL_KINDS, ModelConfig, build_model  # noqa: E402
-from csae_core.pedcc import generate_pedcc  # noqa: E402
+from csae_core.model import MODEL_KINDS, ModelConfig, build_model
+from csae_core.pedcc import generate_pedcc
 
 
 def bench(kind, device, batch, steps):

@@ -7,11 +7,9 @@ images, saved by train_zoo.py under results/eval/<dataset>/<name>.json.
 """
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 CHECK_IMAGES = 300  # tests/test_zoo.py re-evaluates every checkpoint on these first test images
 
 

@@ -35,7 +35,7 @@ def server(app_fixture, tmp_path_factory):
     env = {**os.environ, "CSAE_CHECKPOINTS_DIR": str(app_fixture["checkpoints"]),
            "CSAE_DATA_DIR": str(app_fixture["data"])}
     # The console script, as a user runs it: it does not put the repo root on sys.path, so this
-    # also checks that the entrypoint makes csae_core and app importable by itself.
+    # also checks that the installed project (`-e .` in requirements.txt) makes csae_core and app importable.
     streamlit = Path(sys.executable).with_name("streamlit")
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
