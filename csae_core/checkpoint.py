@@ -3,14 +3,20 @@ rebuild and judge the model (config, PEDCC centroids, epoch, metrics, class late
 
 A checkpoint named `runs/x/last` is the pair `last.safetensors` + `last.json`; any of the two
 paths, the stem, or the run folder (meaning its `last`) can be given. Every write is atomic
-(temp file + rename) and the JSON, written last, records the weights' SHA-256, so a crash
-mid-save leaves the previous pair intact and a mismatched or truncated pair is detected.
+(temp file + rename) and the JSON, written last, records the weights' SHA-256, so a mismatched or
+truncated pair is detected; training runs write versioned weights (`last.<sha>.safetensors`, named by
+the JSON), so a kill at any point of a save leaves a loadable `last`.
+
+Files are untrusted input: the weights a JSON names must lie in its own folder and be a regular
+file under a size cap (MAX_WEIGHTS_BYTES); NaN/inf weights and shape mismatches are explained errors.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,25 +30,77 @@ from .errors import CSAEError
 from .model import ModelConfig, build_model
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes",
-           "save_tensors", "load_tensors", "FORMAT"]
+           "save_tensors", "load_tensors", "clean_stale_tmp", "read_regular_file", "FORMAT", "MAX_WEIGHTS_BYTES"]
 
 FORMAT = "csae-checkpoint/1"
+MAX_WEIGHTS_BYTES = 2 * 1024**3  # a safetensors file bigger than this is refused unread (the zoo's are ~2.5 MB)
+MAX_JSON_BYTES = 256 * 1024**2  # checkpoint JSONs hold centroids and class covariances: a few MB at most
+_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic_write_bytes' temp names: .<name>.<random>.tmp
+_VERSIONED = r"\.[0-9a-f]{16}\.safetensors"  # <stem>.<sha256[:16]>.safetensors (save_checkpoint versioned=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    """Write `data` to `path` so that readers see either the old file or the whole new one.
+    A path that cannot be written (a directory, no permission, a file as parent) is one CSAEError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CSAEError(f"cannot write {path}: {e.strerror or e}. Fix: give a file path in a writable folder.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CSAEError(f"cannot write {path}: {e.strerror or e}. Fix: free disk space or choose another "
+                            f"path.") from None
         raise
+
+
+def clean_stale_tmp(folder: str | Path) -> list[Path]:
+    """Remove temp files that a killed atomic_write_bytes left in `folder` (call only where no other
+    process is writing, e.g. a training run's own --out folder at start-up); returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if _TMP.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes`: a FIFO, a device such as
+    /dev/zero, a directory or an oversized file is refused before it is opened or read."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CSAEError(f"{what} {path} is missing. Fix: copy it next to its .json or retrain.") from None
+    except OSError as e:
+        raise CSAEError(f"cannot read {what} {path}: {e.strerror or e}.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CSAEError(f"{what} {path} is not a regular file (a directory, device or pipe). "
+                        f"Fix: point at a real file.")
+    if st.st_size > max_bytes:
+        raise CSAEError(f"{what} {path} is {st.st_size:,} bytes, over the {max_bytes:,}-byte limit. "
+                        f"Fix: this is not a CSAE file; use another.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise CSAEError(f"cannot read {what} {path}: {e.strerror or e}.") from None
+    if len(data) > max_bytes:  # grew since the stat
+        raise CSAEError(f"{what} {path} is over the {max_bytes:,}-byte limit. Fix: use another file.")
+    return data
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
@@ -57,10 +115,7 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None, with_meta
     """Read a safetensors file (no code is executed: safe for files from anyone); with `with_metadata`,
     return (tensors, metadata dict or None)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CSAEError(f"weights file {path} is missing. Fix: copy it next to its .json or retrain.") from None
+    data = read_regular_file(path, MAX_WEIGHTS_BYTES, "weights file")
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise CSAEError(f"weights file {path} does not match its .json (truncated, or from another run). "
                         f"Fix: restore the pair from the same save, or retrain.")
@@ -88,6 +143,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         p = p / "last"
     if p.suffix in (".json", ".safetensors"):
         p = p.with_suffix("")
+        if re.fullmatch(r"\.[0-9a-f]{16}", p.suffix) and not sibling(p, ".json").is_file():
+            p = p.with_suffix("")  # a versioned weights file, <stem>.<sha>.safetensors: its stem
     if not sibling(p, ".json").is_file():
         raise CSAEError(f"no checkpoint at {path} (looked for {sibling(p, '.json')}). "
                         f"Fix: pass a .json/.safetensors checkpoint path or a training --out folder.")
@@ -113,26 +170,57 @@ class Checkpoint:
         return torch.tensor(stats["mean"]), torch.tensor(stats["cov"])
 
 
-def save_checkpoint(stem: str | Path, model: torch.nn.Module, meta: dict, half: bool = False) -> Path:
-    """Write `stem.safetensors` then `stem.json`. `half` stores float weights as fp16 (compact shipping)."""
+def save_checkpoint(stem: str | Path, model: torch.nn.Module, meta: dict, half: bool = False,
+                    versioned: bool = False) -> Path:
+    """Write `stem.safetensors` then `stem.json`. `half` stores float weights as fp16 (compact shipping).
+
+    `versioned` (training runs, rewritten every epoch): the weights go to `stem.<sha256[:16]>.safetensors`,
+    a new name for new content, which the JSON names; the JSON's rename is the one commit point, so a
+    kill at any moment leaves the old pair or the new pair loadable. Superseded weights are removed after.
+    """
     stem = Path(stem)
     # The PEDCC centroids stay fp32 even in half-precision files: rounding them costs optimality.
     state = {k: (v.half() if half and v.is_floating_point() and k != "centroids" else v)
              for k, v in model.state_dict().items()}
-    sha = save_tensors(sibling(stem, ".safetensors"), state)
-    record = {"format": FORMAT, **meta, "model": model.config.to_dict(), "weights": stem.name + ".safetensors",
+    data = st_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
+    sha = hashlib.sha256(data).hexdigest()
+    weights = f"{stem.name}.{sha[:16]}.safetensors" if versioned else stem.name + ".safetensors"
+    atomic_write_bytes(stem.parent / weights, data)
+    record = {"format": FORMAT, **meta, "model": model.config.to_dict(), "weights": weights,
               "weights_sha256": sha, "weights_dtype": "float16" if half else "float32"}
     if getattr(model, "centroids", None) is not None:
         record["centroids"] = model.centroids.tolist()
     atomic_write_bytes(sibling(stem, ".json"), json.dumps(record, indent=1).encode())
+    if versioned:
+        for old in stem.parent.glob(f"{glob_escape(stem.name)}.*.safetensors"):
+            if old.name != weights and re.fullmatch(re.escape(stem.name) + _VERSIONED, old.name):
+                old.unlink(missing_ok=True)
     return stem
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
+def weights_path(stem: Path, meta: dict) -> Path:
+    """The weights file a checkpoint JSON names, which must lie in the JSON's own folder (no absolute
+    paths, no `..`, no symlink out of it)."""
+    name = meta.get("weights", stem.name + ".safetensors")
+    folder = stem.parent.resolve()
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CSAEError(f"{stem}.json names no usable weights file ({name!r}). Fix: restore the pair or retrain.")
+    path = (folder / name).resolve()
+    if Path(name).is_absolute() or not path.is_relative_to(folder):
+        raise CSAEError(f"{stem}.json names weights outside its own folder ({name!r}); refused. "
+                        f"Fix: keep the .safetensors next to its .json and name it without a folder.")
+    return path
 
 
 def read_meta(stem: Path) -> dict:
     path = sibling(stem, ".json")
     try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        meta = json.loads(read_regular_file(path, MAX_JSON_BYTES, "checkpoint JSON"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CSAEError(f"{path} is not valid JSON ({e}). Fix: it is truncated or not a CSAE checkpoint.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CSAEError(f"{path} is not a CSAE checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r},"
@@ -146,15 +234,40 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     meta = read_meta(stem)
     try:
         cfg = ModelConfig.from_dict(meta["model"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CSAEError(f"{stem}.json has no usable model config ({e}). Fix: retrain or use another checkpoint.") from None
-    state = load_tensors(stem.parent / meta.get("weights", stem.name + ".safetensors"), meta.get("weights_sha256"))
+    wpath = weights_path(stem, meta)
+    sha = meta.get("weights_sha256")
+    state = load_tensors(wpath, sha if isinstance(sha, str) else None)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CSAEError(f"{wpath.name} holds NaN/inf values in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+                        f"{', ...' if len(bad) > 3 else ''}): training diverged before this save. "
+                        f"Fix: use an earlier checkpoint or retrain with a smaller --lr.")
     centroids = state.get("centroids")
-    model = build_model(cfg, centroids.float() if centroids is not None else None)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CSAEError(f"weights in {stem}.safetensors do not fit the model in its .json: "
-                        f"{str(e).splitlines()[0]}. Fix: keep the pair together.") from None
+        model = build_model(cfg, centroids.float() if centroids is not None else None)
+    except (RuntimeError, ValueError) as e:
+        raise CSAEError(f"{stem}.json: the model cannot be built from its config and centroids ({e}). "
+                        f"Fix: keep the pair together.") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    problems = state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise CSAEError(f"weights in {wpath.name} do not fit the model in {stem.name}.json ({cfg.kind}, "
+                        f"widths {list(cfg.widths)}, latent_dim {cfg.latent_dim}): {'; '.join(problems)}. "
+                        f"Fix: keep the pair together.")
+    model.load_state_dict(state)
     return Checkpoint(model.to(device).eval(), cfg, meta, stem)
+
+
+def state_dict_problems(expected: dict, got: dict, limit: int = 8) -> list[str]:
+    """Every way `got` fails to fit `expected`: missing and unexpected tensors, shapes expected vs got."""
+    out = [f"{k}: expected shape {tuple(v.shape)}, got {tuple(got[k].shape)}"
+           for k, v in expected.items() if k in got and got[k].shape != v.shape]
+    missing = [k for k in expected if k not in got]
+    extra = [k for k in got if k not in expected]
+    if missing:
+        out.append(f"missing {', '.join(missing[:limit])}{' ...' if len(missing) > limit else ''}")
+    if extra:
+        out.append(f"unexpected {', '.join(extra[:limit])}{' ...' if len(extra) > limit else ''}")
+    return out[:limit + 2]

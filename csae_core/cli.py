@@ -59,6 +59,10 @@ def cmd_data(a) -> None:
                 print(f"    {r['problem']}")
         if not any(r["ok"] for r in rows):
             raise CSAEError("no usable dataset found (see above)")
+        bad = [f"{r['dataset']} {r['split']}" for r in rows if not r["ok"]]
+        if bad:
+            raise CSAEError(f"{len(bad)} dataset file(s) are BAD or missing ({', '.join(bad)}; see above). "
+                            f"Fix: python -m csae_core data download <name>.")
         return
     names = [a.name] if a.name else list(data.DATASETS)
     for name in names:
@@ -90,7 +94,14 @@ def cmd_train(a) -> None:
                        epoch_images=a.epoch_images, stats_images=a.stats_images,
                        test_images=a.test_images, snapshots=tuple(a.snapshot), seed=a.seed,
                        pedcc_seed=a.pedcc_seed, device=a.device, recipe=a.recipe, image_size=a.image_size)
-    stem = train(tcfg, mcfg, resume=a.resume, progress=not a.no_progress)
+    try:
+        stem = train(tcfg, mcfg, resume=a.resume, progress=not a.no_progress)
+    except KeyboardInterrupt:
+        state = Path(tcfg.out) / "train_state.safetensors"
+        print(f"interrupted: the last completed epoch's checkpoint in {tcfg.out} is intact (continue with --resume)"
+              if state.is_file() else "interrupted before the first epoch was saved: no checkpoint was written",
+              file=sys.stderr)
+        sys.exit(130)
     print(json.dumps({"event": "done", "checkpoint": str(stem) + ".json"}), flush=True)
 
 
@@ -257,6 +268,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last completed epoch's checkpoint is intact (use --resume)", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
