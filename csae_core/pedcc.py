@@ -8,16 +8,19 @@ Everything is vectorised through the Gram matrix G = U U^T: for unit vectors
 |u_i - u_j|^2 = 2 - 2 G_ij, so one iteration costs two (n, n, d) matrix products and no
 Python loop over points.  The paper's dynamics run in float32, the convergence mode ends
 in float64 (see generate_pedcc); results come back as float32.
+
+The algorithm is numpy only, so `python -m csae_core pedcc` starts without importing torch;
+generate_pedcc returns torch tensors (the model's centroid buffer) unless asked for numpy arrays.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-import torch
+import numpy as np
 
 from .errors import CSAEError
 
@@ -27,7 +30,6 @@ DEFAULT_ITERS = 1000  # paper's fixed-iteration mode (q); the paper gives no val
 DEFAULT_TOL = 1e-12  # convergence mode: relative energy change over a window
 CONVERGE_WARMUP = 20  # paper iterations run before the refinement in convergence mode
 CONVERGE_WINDOW = 20  # iterations over which "stopped improving" is judged
-SINGLE_THREAD_WORK = 2**23  # n*n*d up to which one thread is used (see _threads_for)
 COARSE_TOL = 1e-7  # stopping tolerance (relative energy change) of the float32 stage
 POLISH_WORK = 2**26  # n*n*d up to which the float64 polish runs by default
 
@@ -64,14 +66,12 @@ def alpha(d: int) -> float:
     return math.sqrt(d)
 
 
-ALPHA = alpha
-
 
 @dataclass
 class PEDCCResult:
     """Output of :func:`generate_pedcc`.
 
-    centroids: (n, d) float32 unit vectors.
+    centroids: (n, d) float32 unit vectors (a torch.Tensor, or a numpy array with as_numpy=True).
     history: (frames, n, d) float32 unit vectors (first = initial, last = final) or None.
     iterations: paper steps + energy evaluations of the descent, for the returned run.
     seconds: wall time of the whole call (all restarts).
@@ -80,40 +80,40 @@ class PEDCCResult:
     seed: seed whose run produced ``centroids`` (with restarts, the winning one).
     """
 
-    centroids: torch.Tensor
+    centroids: Any  # torch.Tensor | np.ndarray
     iterations: int
     seconds: float
     converged: bool
-    history: torch.Tensor | None
+    history: Any  # torch.Tensor | np.ndarray | None
     seed: int
 
-    def scaled(self) -> torch.Tensor:
+    def scaled(self):
         """(n, d) class centres used for training: centroids * sqrt(d) (paper eq. 5)."""
         return self.centroids * alpha(self.centroids.shape[1])
 
 
-def _field(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _field(u: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Tangential repulsive force, Coulomb energy and max pairwise cosine of unit rows u (n, d).
 
-    Returns (f_t (n, d), energy (scalar tensor), max_cos).
+    Returns (f_t (n, d) in u's dtype, energy, max_cos).
     f_i = sum_j l_ij / |l_ij|^3 with l_ij = u_i - u_j, |l_ij| clamped at EPS (paper eq. 1),
     written as W.sum(1) * u - W @ u with W_ij = 1/|l_ij|^3; f_t = f - (u.f) u (eq. 2).
     """
-    g = u @ u.T
-    d2 = (2.0 - 2.0 * g).clamp_min(EPS * EPS)
-    d2.fill_diagonal_(math.inf)  # 1/|l_ii| = 0: no self-force
-    inv = d2.rsqrt()  # 1/|l_ij|
+    g = u @ u.T  # (n, n)
+    d2 = np.maximum(2 - 2 * g, u.dtype.type(EPS * EPS))
+    np.fill_diagonal(d2, np.inf)  # 1/|l_ii| = 0: no self-force
+    inv = 1 / np.sqrt(d2)  # 1/|l_ij|
     w = inv * inv * inv
-    f = w.sum(1, keepdim=True) * u - w @ u
-    f_t = f - (u * f).sum(1, keepdim=True) * u
-    g.fill_diagonal_(-math.inf)
+    f = w.sum(1, keepdims=True) * u - w @ u
+    f_t = f - (u * f).sum(1, keepdims=True) * u
+    np.fill_diagonal(g, -np.inf)
     # Sum in float64: a float32 sum would carry a ~1e-7 relative rounding error, while the
     # independent rounding errors of the n^2 float32 terms mostly cancel.
-    return f_t, 0.5 * inv.sum(dtype=torch.float64), g.max().item()
+    return f_t, 0.5 * float(inv.sum(dtype=np.float64)), float(g.max())
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True)
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 class _History:
@@ -126,28 +126,28 @@ class _History:
     def __init__(self, cap: int):
         self.cap = cap  # 0: keep nothing
         self.stride = 1
-        self.frames: list[torch.Tensor] = []
+        self.frames: list[np.ndarray] = []
         self.last_it = -1
 
-    def record(self, it: int, u: torch.Tensor) -> None:
+    def record(self, it: int, u: np.ndarray) -> None:
         if self.cap == 0 or it % self.stride:
             return
-        self.frames.append(u.to(torch.float32).clone())
+        self.frames.append(u.astype(np.float32))  # a copy
         self.last_it = it
         if len(self.frames) > self.cap - 1:  # keep one slot for the final frame
             self.frames = self.frames[::2]
             self.stride *= 2
             self.last_it = (len(self.frames) - 1) * self.stride
 
-    def finish(self, it: int, u: torch.Tensor) -> torch.Tensor | None:
+    def finish(self, it: int, u: np.ndarray) -> np.ndarray | None:
         """Stack the frames with the returned u as the last one (it replaces a frame taken
         at the final iteration `it`: the descent returns its best iterate, not its last)."""
         if self.cap == 0:
             return None
         if self.last_it == it:
             self.frames.pop()
-        self.frames.append(u.to(torch.float32).clone())
-        return torch.stack(self.frames)
+        self.frames.append(u.astype(np.float32))
+        return np.stack(self.frames)
 
 
 def _paper_steps(u, v, steps, it0, hist):
@@ -177,31 +177,29 @@ def _refine(u, it0, max_iters, tol, cos_tol, hist):
     its max cosine moved by at most cos_tol.  Every energy evaluation counts as an iteration.
     Returns (lowest-energy u, iterations run, converged), u in the dtype of u.
     """
-    f_t, energy, max_cos = _field(u)
-    e = energy.item()
+    f_t, e, max_cos = _field(u)
     best = (e, u, max_cos)
     recent = [e]  # last accepted energies: the non-monotone reference is their max
     trail = [(e, max_cos)]  # best (energy, max cosine) after each accepted step
     # Energy differences below `noise` are rounding: the n(n-1)/2 terms carry independent
     # errors of eps(dtype) relative, and their float64 sum one of eps(float64).
     pairs = u.shape[0] * (u.shape[0] - 1) / 2
-    eps, eps64 = torch.finfo(u.dtype).eps, torch.finfo(torch.float64).eps
+    eps, eps64 = float(np.finfo(u.dtype).eps), float(np.finfo(np.float64).eps)
     noise = 16 * abs(e) * (eps / math.sqrt(pairs) + eps64)
     step = math.inf  # the first step is set by the cap below
     first = True
     it = it0
     while it < max_iters:
-        gg = (f_t * f_t).sum().item()
-        f_max = f_t.norm(dim=1).max().item()
+        gg = float((f_t * f_t).sum())
+        f_max = float(np.linalg.norm(f_t, axis=1).max())
         if f_max == 0.0:  # exact equilibrium (e.g. two antipodal points)
             return best[1], it, True
         # Cap each point's move (0.05 rad on the first step, then 0.3 rad) so that one long
         # step cannot scramble the configuration.
         step = min(step, (0.05 if first else 0.3) / f_max)
         first = False
-        u_new = _normalize(u + step * f_t)
-        f_new, energy, c_new = _field(u_new)
-        e_new = energy.item()
+        u_new = _normalize(u + u.dtype.type(step) * f_t)
+        f_new, e_new, c_new = _field(u_new)
         it += 1
         if e_new > max(recent) - 1e-4 * step * gg + noise and step * gg > noise:
             step *= 0.25  # not enough decrease: retry from u with a shorter step
@@ -209,9 +207,9 @@ def _refine(u, it0, max_iters, tol, cos_tol, hist):
         hist.record(it, u_new)
         s = u_new - u
         y = f_t - f_new  # change of the gradient (gradient = -f_t)
-        sy = (s * y).sum().item()
+        sy = float((s * y).sum())
         if sy > 0:  # alternate the long (BB1) and short (BB2) step sizes
-            step = (s * s).sum().item() / sy if len(trail) % 2 else sy / (y * y).sum().item()
+            step = float((s * s).sum()) / sy if len(trail) % 2 else sy / float((y * y).sum())
         else:  # negative curvature, e.g. near a saddle: take the longest allowed step
             step = math.inf
         u, f_t = u_new, f_new
@@ -226,26 +224,6 @@ def _refine(u, it0, max_iters, tol, cos_tol, hist):
     return best[1], it, False
 
 
-@contextmanager
-def _threads_for(n: int, d: int):
-    """Run small problems single-threaded, restoring torch's thread count afterwards.
-
-    Why: an (n, n, d) product this small gains nothing from a second thread, while on a
-    busy machine every OpenMP parallel region can wait a whole scheduler tick for its
-    second thread (measured on 2 shared cores: 32 ms instead of 4 us per 10x40 matmul).
-    torch's thread count is process-wide, so other threads see the change meanwhile.
-    """
-    before = torch.get_num_threads()
-    small = n * n * d <= SINGLE_THREAD_WORK
-    if small and before != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if small and before != 1:
-            torch.set_num_threads(before)
-
-
 def _check(name: str, value, minimum) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise CSAEError(f"{name} must be an integer, got {value!r}")
@@ -255,13 +233,12 @@ def _check(name: str, value, minimum) -> None:
 
 def _run(n, d, seed, iters, converge, max_iters, tol, polish, hist):
     """One seed: returns (u (n, d) unit rows, iterations, converged)."""
-    gen = torch.Generator().manual_seed(seed)
-    u = _normalize(torch.randn(n, d, generator=gen, dtype=torch.float64))
+    u = _normalize(np.random.default_rng(seed).standard_normal((n, d)))  # a local generator
     hist.record(0, u)
     # The paper's dynamics and the first descent stage run in float32: 3.4x faster than
     # float64 at n=1000, d=512 (13.6 vs 47 ms per iteration on 2 cores).
-    u = u.float()
-    v = torch.zeros_like(u)  # initial velocity
+    u = u.astype(np.float32)
+    v = np.zeros_like(u)  # initial velocity
     if not converge:
         iters = DEFAULT_ITERS if iters is None else iters
         u, _ = _paper_steps(u, v, iters, 0, hist)
@@ -272,7 +249,7 @@ def _run(n, d, seed, iters, converge, max_iters, tol, polish, hist):
     if polish:
         # float32 gradients are too noisy to settle the last ~1e-7 of the energy; float64
         # reaches the simplex / Thomson optimum to ~1e-12.
-        u, it, converged = _refine(_normalize(u.double()), it, max_iters, tol, math.sqrt(tol), hist)
+        u, it, converged = _refine(_normalize(u.astype(np.float64)), it, max_iters, tol, math.sqrt(tol), hist)
     return u, it, converged
 
 
@@ -288,11 +265,12 @@ def generate_pedcc(
     history_frames: int = 0,
     restarts: int = 1,
     polish: bool | None = None,
+    as_numpy: bool = False,
 ) -> PEDCCResult:
     """Generate n evenly distributed unit centroids in R^d (centroids (n, d) float32).
 
     Fixed mode (default, the paper): exactly `iters` (default DEFAULT_ITERS) iterations of
-    Algorithm 1, from N(0, I) points drawn with a torch.Generator seeded with `seed`.
+    Algorithm 1, from N(0, I) points drawn with numpy's default_rng(seed).
     Convergence mode (`converge=True`): `iters` (default CONVERGE_WARMUP) paper iterations,
     then the damped descent of :func:`_refine` until energy and max cosine stop improving
     (relative energy change < tol over CONVERGE_WINDOW iterations) or `max_iters` total
@@ -303,6 +281,7 @@ def generate_pedcc(
     restarts > 1 (convergence mode) repeats from seeds seed, seed+1, ... and keeps the
     lowest energy, for the 3-D sphere where random starts can end in local minima.
     history_frames: 0 for no history, else at most that many (>= 2) frames.
+    as_numpy: centroids and history as numpy arrays instead of torch tensors (torch is not imported).
     """
     _check("classes", n, 2)
     _check("dim", d, 2)
@@ -325,17 +304,22 @@ def generate_pedcc(
 
     start = time.perf_counter()
     best = None
-    with _threads_for(n, d):
-        for run_seed in range(seed, seed + restarts):
-            hist = _History(history_frames)
-            u, it, converged = _run(n, d, run_seed, iters, converge, max_iters, tol, polish, hist)
-            u = _normalize(u.double())
-            energy = _field(u)[1].item()
-            if best is None or energy < best[0]:
-                best = (energy, u, it, converged, hist.finish(it, u), run_seed)
+    for run_seed in range(seed, seed + restarts):
+        hist = _History(history_frames)
+        u, it, converged = _run(n, d, run_seed, iters, converge, max_iters, tol, polish, hist)
+        u = _normalize(u.astype(np.float64))
+        energy = _field(u)[1]
+        if best is None or energy < best[0]:
+            best = (energy, u, it, converged, hist.finish(it, u), run_seed)
     _, u, it, converged, history, run_seed = best
+    u = u.astype(np.float32)
+    if not as_numpy:
+        import torch  # the model's centroid buffer is a tensor
+
+        u = torch.from_numpy(u)
+        history = None if history is None else torch.from_numpy(history)
     return PEDCCResult(
-        centroids=u.to(torch.float32),
+        centroids=u,
         iterations=it,
         seconds=time.perf_counter() - start,
         converged=converged,
@@ -344,37 +328,40 @@ def generate_pedcc(
     )
 
 
-def pedcc_metrics(u: torch.Tensor) -> dict:
-    """Spread metrics of centroids u (n, d); rows are normalised first, so scaled ones work.
+def pedcc_metrics(u) -> dict:
+    """Spread metrics of centroids u (n, d), a torch tensor or numpy array; rows are normalised
+    first, so scaled ones work.
 
     Distances are chordal distances between the unit vectors; energy = sum_{i<j} 1/|u_i-u_j|.
     simplex_*: for n <= d+1 the optimum is the regular simplex with all cosines -1/(n-1).
     known_min_energy / energy_gap: for d == 3, against KNOWN_THOMSON_ENERGY.
     """
-    if not isinstance(u, torch.Tensor) or u.dim() != 2:
-        shape = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
-        raise CSAEError(f"centroids must be a 2-D tensor (classes, dim), got {shape}")
+    if hasattr(u, "detach"):  # a torch tensor, on any device
+        u = u.detach().cpu().double().numpy()
+    if not isinstance(u, np.ndarray) or u.ndim != 2 or u.dtype.kind not in "fiu":
+        shape = tuple(u.shape) if isinstance(u, np.ndarray) else type(u).__name__
+        raise CSAEError(f"centroids must be a 2-D array (classes, dim) of numbers, got {shape}")
     n, d = u.shape
     if n < 2:
         raise CSAEError(f"classes must be >= 2, got {n}")
-    x = u.detach().to("cpu", torch.float64)
-    norms = x.norm(dim=1, keepdim=True)
-    if bool((norms == 0).any()) or not bool(torch.isfinite(x).all()):
+    x = u.astype(np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if bool((norms == 0).any()) or not bool(np.isfinite(x).all()):
         raise CSAEError("centroids must be finite and non-zero")
     x = x / norms
-    cos = (x @ x.T).clamp(-1.0, 1.0)
-    dist = (2.0 - 2.0 * cos).clamp_min(0.0).sqrt()  # float64: accurate unless points ~coincide
-    iu = torch.triu_indices(n, n, offset=1)
-    pair_cos, pair_dist = cos[iu[0], iu[1]], dist[iu[0], iu[1]]
-    max_cos = pair_cos.max().item()
-    energy = (1.0 / pair_dist).sum().item()
+    cos = np.clip(x @ x.T, -1.0, 1.0)
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))  # float64: accurate unless points ~coincide
+    iu = np.triu_indices(n, k=1)
+    pair_cos, pair_dist = cos[iu], dist[iu]
+    max_cos = float(pair_cos.max())
+    energy = float((1.0 / pair_dist).sum())
     simplex = -1.0 / (n - 1) if n <= d + 1 else None
     known = KNOWN_THOMSON_ENERGY.get(n) if d == 3 else None
     return {
         "classes": n,
         "dim": d,
-        "min_distance": pair_dist.min().item(),
-        "max_distance": pair_dist.max().item(),
+        "min_distance": float(pair_dist.min()),
+        "max_distance": float(pair_dist.max()),
         "max_cosine": max_cos,
         "min_angle_deg": math.degrees(math.acos(max_cos)),
         "energy": energy,
