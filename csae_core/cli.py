@@ -1,19 +1,25 @@
 """`python -m csae_core ...`: pedcc, data, train, evaluate, sample, reconstruct, export.
 
 Library errors (CSAEError) become one line on stderr and exit code 2, never a traceback.
+The train flags are generated from the fields of TrainConfig and ModelConfig (`add_config_flags`):
+every field is settable and its default lives only in the dataclass. Only the commands that need
+torch import it, so `pedcc` starts in numpy alone.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import io
 import json
+import re
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 
 from .errors import CSAEError
-
-MODEL_CHOICES = ("csae", "csae-encoder", "basenet", "cvae")
 
 
 def _save_png(array, path: str) -> None:
@@ -31,7 +37,8 @@ def cmd_pedcc(a) -> None:
 
     if a.iters is not None and a.converge:
         raise CSAEError("give either --iters Q (the paper's fixed count) or --converge, not both")
-    res = generate_pedcc(a.classes, a.dim, seed=a.seed, iters=a.iters, converge=a.converge)
+    res = generate_pedcc(a.classes, a.dim, seed=a.seed, iters=a.iters, converge=a.converge,
+                         as_numpy=not a.out)  # numpy only, unless the safetensors writer needs tensors
     m = pedcc_metrics(res.centroids)
     record = {"classes": a.classes, "dim": a.dim, "seed": a.seed, "iterations": res.iterations,
               "converged": res.converged, "seconds": round(res.seconds, 4), **{k: v for k, v in m.items()
@@ -82,18 +89,84 @@ def cmd_data(a) -> None:
         print(f"{name}: verified files in {path}")
 
 
-def cmd_train(a) -> None:
-    from .model import ModelConfig
-    from .train import TrainConfig, train
+# ---------------------------------------------------------------- flags from the config dataclasses
 
-    mcfg = ModelConfig(kind=a.model, beta=a.beta, latent_dim=a.latent_dim, recon_loss=a.recon_loss,
-                       widths=tuple(a.widths), image_size=a.image_size or 32)
-    tcfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir,
-                       out=a.out or f"runs/{Path(a.dataset).name}-{a.model}-b{a.beta:g}", epochs=a.epochs,
-                       batch_size=a.batch_size, lr=a.lr, lr_step=a.lr_step, warmup_steps=a.warmup_steps, grad_clip=a.grad_clip,
-                       epoch_images=a.epoch_images, stats_images=a.stats_images,
-                       test_images=a.test_images, snapshots=tuple(a.snapshot), seed=a.seed,
-                       pedcc_seed=a.pedcc_seed, device=a.device, recipe=a.recipe, image_size=a.image_size)
+# Flag spellings that predate the generated flags (the README, checkpoints/train_zoo.py and scripts use them).
+FLAG_NAMES = {"kind": "--model", "snapshots": "--snapshot"}
+# ModelConfig fields that train() takes from the data; a flag for them would be overridden.
+FROM_DATA = ("in_channels", "image_size", "num_classes")
+HELP = {"out": "run folder (default: runs/<dataset>-<model>-b<beta>)"}
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """{field: the one-line comment after its default} from the source of dataclass `cls`: the flags' help."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, flags=re.M))
+
+
+def _flag_type(hint):
+    """The argparse type for a field annotation: Optional[X] -> X."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [h for h in typing.get_args(hint) if h is not type(None)]
+        hint = rest[0] if len(rest) == 1 else str
+    return hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, prefix: str, skip=(), choices=None) -> None:
+    """One flag per field of dataclass `cls`: --field-name (or FLAG_NAMES), typed from the annotation;
+    bools get --x/--no-x, tuples take several values (a repeated flag adds more). Nothing is stored
+    for a flag not given, so the dataclass's own default applies (`config_from`)."""
+    hints = typing.get_type_hints(cls)
+    comments = _field_comments(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        kw = dict(dest=f"{prefix}.{f.name}", default=argparse.SUPPRESS,
+                  help=HELP.get(f.name) or " ".join(x for x in (comments.get(f.name), f"(default: {default!r})") if x))
+        hint = _flag_type(hints[f.name])
+        if hint is not bool and not (choices and f.name in choices):
+            kw["metavar"] = f.name.upper()
+        if hint is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif hint is tuple or typing.get_origin(hint) is tuple:
+            element = (typing.get_args(hint) or (type(default[0]) if default else int,))[0]
+            kw.update(nargs="+", action="extend", type=element)
+        elif typing.get_origin(hint) is typing.Literal:
+            kw.update(choices=typing.get_args(hint), type=type(typing.get_args(hint)[0]))
+        else:
+            kw["type"] = hint
+        if choices and f.name in choices:
+            kw["choices"] = choices[f.name]
+        parser.add_argument(FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-")), **kw)
+
+
+def config_from(cls, args: argparse.Namespace, prefix: str, **extra):
+    """An instance of `cls` from the flags given under `prefix` (and `extra`); the rest keep their defaults."""
+    given = {k.split(".", 1)[1]: tuple(v) if isinstance(v, list) else v
+             for k, v in vars(args).items() if k.startswith(prefix + ".")}
+    return cls(**{**given, **extra})
+
+
+def train_configs(a: argparse.Namespace):
+    """(TrainConfig, ModelConfig) from parsed train flags."""
+    from .model import ModelConfig
+    from .train import TrainConfig
+
+    tcfg = config_from(TrainConfig, a, "train")
+    mcfg = config_from(ModelConfig, a, "model", **({"image_size": tcfg.image_size} if tcfg.image_size else {}))
+    if not vars(a).get("train.out"):
+        tcfg = dataclasses.replace(tcfg, out=f"runs/{Path(tcfg.dataset).name}-{mcfg.kind}-b{mcfg.beta:g}")
+    return tcfg, mcfg
+
+
+def cmd_train(a) -> None:
+    from .train import train
+
+    tcfg, mcfg = train_configs(a)
     try:
         stem = train(tcfg, mcfg, resume=a.resume, progress=not a.no_progress)
     except KeyboardInterrupt:
@@ -182,7 +255,8 @@ def cmd_export(a) -> None:
     print(f"wrote {stem}.safetensors and {stem}.json")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
+    """The CLI. train_flags=False leaves the train command's generated flags out (they import torch)."""
     p = argparse.ArgumentParser(prog="python -m csae_core", description="CSAE with PEDCC: the paper as a library.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -203,29 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data)
 
     s = sub.add_parser("train", help="train a model with the paper's recipe")
-    s.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, or a folder of class sub-folders")
-    s.add_argument("--model", choices=MODEL_CHOICES, default="csae")
-    s.add_argument("--beta", type=float, default=0.0, help="decoder-input noise factor (eq. 12)")
-    s.add_argument("--epochs", type=int, default=120)
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--lr", type=float, default=0.1)
-    s.add_argument("--lr-step", type=float, default=30, help="divide the lr by 10 every this many epochs")
-    s.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up steps (0: none)")
-    s.add_argument("--grad-clip", type=float, default=5.0, help="global gradient-norm clip (0: off)")
-    s.add_argument("--stats-images", type=int, default=0, help="training images for class latent stats (0: all)")
-    s.add_argument("--epoch-images", type=int, default=0, help="train on a fresh random subset of N images per epoch")
-    s.add_argument("--test-images", type=int, default=0, help="evaluate on the first N test images per epoch")
-    s.add_argument("--snapshot", type=int, action="append", default=[], help="also keep this epoch's checkpoint")
-    s.add_argument("--latent-dim", type=int, default=40)
-    s.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128, 128])
-    s.add_argument("--image-size", type=int, default=0, help="0: 32 for MNIST-like data, 128 for image folders")
-    s.add_argument("--recon-loss", choices=("wavelet", "mse"), default="wavelet")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--pedcc-seed", type=int, default=0)
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--recipe", default="paper", help="label recorded in the checkpoint, e.g. cpu-short")
-    s.add_argument("--data-dir")
-    s.add_argument("--out", help="run folder (default runs/<dataset>-<model>-b<beta>)")
+    if train_flags:
+        from .model import MODEL_KINDS, ModelConfig
+        from .train import TrainConfig
+
+        add_config_flags(s, TrainConfig, "train")
+        add_config_flags(s, ModelConfig, "model", skip=FROM_DATA, choices={"kind": MODEL_KINDS})
     s.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -261,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    command = next((x for x in argv if not x.startswith("-")), None)
+    args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
     try:
         args.func(args)
     except CSAEError as e:
