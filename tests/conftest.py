@@ -20,27 +20,42 @@ from csae_core.checkpoint import save_checkpoint
 from csae_core.model import ModelConfig, build_model
 from csae_core.pedcc import generate_pedcc
 
-def _mnist_note() -> str:
-    from csae_core.data import find_dataset_dir
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_DATA_NOTES: list[str] = []
 
-    found = find_dataset_dir("mnist")
-    if found is not None:
-        return f"datasets: MNIST at {found}"
-    return ("datasets: MNIST NOT FOUND (./data, ../shared/datasets): the zoo and training tests fail without it. "
-            "Fix: set CSAE_DATA_DIR to a folder holding mnist/ (e.g. the shared datasets) or run "
-            "`python -m csae_core data download mnist`.")
+
+def pytest_sessionstart(session):
+    """Datasets on demand, as torchvision's ``download=True``: MNIST, Fashion-MNIST and EMNIST letters
+    are fetched (verified, atomically) when no data root holds them, through the library's own path
+    (``csae_core.data.ensure_dataset``): from the official sites, or from $CSAE_DATA_URL checked
+    against $CSAE_DATA_SHA256, into $CSAE_DATA_DIR or else the project's ``data/``. Without network
+    each missing dataset is named once, with the fix, and the tests that need it fail (never skip)."""
+    import os
+
+    from csae_core.data import DATASETS, ENV_VAR, ensure_dataset, find_dataset_dir
+    from csae_core.errors import CSAEError
+
+    target = None if os.environ.get(ENV_VAR, "").strip() else PROJECT_ROOT / "data"
+    _DATA_NOTES.clear()
+    for name in DATASETS:
+        try:
+            folder = find_dataset_dir(name) or ensure_dataset(name, target)
+        except CSAEError as e:
+            _DATA_NOTES.append(f"datasets: {name} NOT FOUND and not fetched: {e}")
+        else:
+            _DATA_NOTES.append(f"datasets: {name} at {folder}")
 
 
 def pytest_report_header(config):
-    """Say where MNIST was found: the zoo and training tests need it."""
-    return _mnist_note()
+    """Say where each dataset was found or fetched: the zoo, data and training tests need them."""
+    return list(_DATA_NOTES)
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Under -q the header is hidden, so repeat a missing MNIST once at the end, after the failures it caused."""
-    note = _mnist_note()
-    if "NOT FOUND" in note:
-        terminalreporter.write_line(note, red=True)
+    """Under -q the header is hidden, so repeat a missing dataset once at the end, after the failures it caused."""
+    for note in _DATA_NOTES:
+        if "NOT FOUND" in note:
+            terminalreporter.write_line(note, red=True)
 
 
 DIGITS = [str(d) for d in range(10)]
