@@ -1,6 +1,8 @@
 """The CLI as a user runs it: JSON outputs, and bad input as one clear line, never a traceback."""
+import dataclasses
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,8 +12,10 @@ import pytest
 import torch
 
 from csae_core.checkpoint import save_checkpoint
+from csae_core.cli import FROM_DATA, build_parser, train_configs
 from csae_core.model import ModelConfig, build_model
 from csae_core.pedcc import generate_pedcc
+from csae_core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +26,9 @@ def cli(*args, cwd=ROOT):
 
 
 def clean_env() -> dict:
-    """A bare environment for the CLI, keeping only where the datasets are if the user said so."""
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    """A bare environment for the CLI (no PYTHONPATH: the installed project must be enough), keeping
+    only where the datasets are if the user said so."""
+    env = {"PATH": "/usr/bin:/bin"}
     if os.environ.get("CSAE_DATA_DIR"):
         env["CSAE_DATA_DIR"] = os.environ["CSAE_DATA_DIR"]
     return env
@@ -41,9 +46,49 @@ def test_pedcc_json():
     res = cli("pedcc", "--classes", 10, "--dim", 40, "--converge", "--json")
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout)
-    for key in ("classes", "dim", "seed", "iterations", "max_cosine", "min_distance", "energy", "seconds"):
-        assert key in rec
+    assert (rec["classes"], rec["dim"], rec["seed"], rec["converged"]) == (10, 40, 0, True)
+    # the regular simplex: every cosine -1/9, every chordal distance sqrt(2 + 2/9), 45 pairs
+    edge = math.sqrt(2 + 2 / 9)
     assert rec["max_cosine"] == pytest.approx(-1 / 9, abs=1e-6)
+    assert rec["min_distance"] == pytest.approx(edge, abs=1e-6)
+    assert rec["energy"] == pytest.approx(45 / edge, rel=1e-6)
+    assert abs(rec["simplex_gap"]) < 1e-6 and 0 < rec["iterations"] < 100_000
+
+
+def test_pedcc_command_imports_no_torch():
+    code = ("import sys; from csae_core.cli import main; rc = main(['pedcc', '--classes', '10', '--dim', '40']); "
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PIL', 'safetensors', 'tqdm'}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert res.stdout.splitlines()[-1] == "0 []", res.stderr
+
+
+def test_train_has_a_flag_for_every_config_field():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # argparse keeps subparsers there
+    dests = {a.dest for a in train._actions}
+    wanted = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)}
+    wanted |= {f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in FROM_DATA}
+    assert wanted <= dests, sorted(wanted - dests)
+
+
+def test_no_train_flags_give_the_dataclass_defaults():
+    tcfg, mcfg = train_configs(build_parser().parse_args(["train"]))
+    assert mcfg == ModelConfig()
+    assert tcfg == dataclasses.replace(TrainConfig(), out="runs/mnist-csae-b0")
+
+
+def test_train_flags_reach_the_configs():
+    argv = ["train", "--model", "cvae", "--beta", "0.1", "--widths", "8", "8", "8", "--momentum", "0.5",
+            "--weight-decay", "0", "--pedcc-iters", "7", "--snapshot", "4", "--snapshot", "8", "--lr-step", "2.5",
+            "--epoch-images", "3072", "--stats-images", "500", "--test-images", "200", "--recipe", "cpu-short",
+            "--device", "cpu", "--no-progress", "--image-size", "64", "--data-dir", "/somewhere"]
+    a = build_parser().parse_args(argv)
+    tcfg, mcfg = train_configs(a)
+    assert (mcfg.kind, mcfg.beta, mcfg.widths, mcfg.image_size) == ("cvae", 0.1, (8, 8, 8), 64)
+    assert (tcfg.momentum, tcfg.weight_decay, tcfg.pedcc_iters, tcfg.snapshots, tcfg.lr_step) == (0.5, 0, 7, (4, 8), 2.5)
+    assert (tcfg.epoch_images, tcfg.stats_images, tcfg.test_images) == (3072, 500, 200)
+    assert (tcfg.recipe, tcfg.device, tcfg.data_dir, tcfg.image_size) == ("cpu-short", "cpu", "/somewhere", 64)
+    assert tcfg.out == "runs/mnist-cvae-b0.1" and a.no_progress and not a.resume
+    assert train_configs(build_parser().parse_args(["train", "--out", "runs/x"]))[0].out == "runs/x"
 
 
 def test_pedcc_fixed_iterations_and_out(tmp_path):
@@ -69,11 +114,18 @@ def test_evaluate_json(checkpoint):
     res = cli("evaluate", checkpoint.with_suffix(".json"), "--limit", 200, "--json")
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)
-    for key in ("accuracy", "per_class_accuracy", "confusion", "recon_mse", "psnr", "latent_mean_distances",
-                "test_images"):
-        assert key in m
-    assert m["test_images"] == 200 and sum(map(sum, m["confusion"])) == 200
-    assert 0 <= m["accuracy"] <= 1 and len(m["latent_mean_distances"]) == 10
+    confusion = torch.tensor(m["confusion"])
+    assert m["test_images"] == 200 and confusion.shape == (10, 10) and confusion.sum() == 200
+    # accuracy and per-class accuracy are the confusion matrix's diagonal, read two ways
+    assert m["accuracy"] == pytest.approx(confusion.diag().sum().item() / 200)
+    rows = confusion.sum(1)
+    for k, acc in enumerate(m["per_class_accuracy"]):
+        if rows[k]:
+            assert acc == pytest.approx(confusion[k, k].item() / rows[k].item())
+    # the mean of per-image PSNRs is at least the PSNR of the mean MSE (Jensen: -log is convex)
+    assert m["recon_mse"] > 0 and m["psnr"] >= -10 * math.log10(m["recon_mse"]) - 1e-6
+    dist = torch.tensor(m["latent_mean_distances"])
+    assert dist.shape == (10, 10) and torch.allclose(dist, dist.T) and (dist.diag() == 0).all()
 
 
 def test_sample_and_reconstruct_write_pngs(checkpoint, tmp_path):
@@ -96,6 +148,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, checkpoint):
     assert_clean_error(cli("evaluate", tmp_path / "x.json"), "not a CSAE checkpoint")
     assert_clean_error(cli("pedcc", "--classes", 1, "--dim", 3), "classes")
     assert_clean_error(cli("train", "--beta", 3, "--epochs", 1), "beta")
+    assert_clean_error(cli("train", "--momentum", 2, "--epochs", 1), "momentum")
     assert_clean_error(cli("sample", checkpoint, "--class", 12, "--out", tmp_path / "s.png"), "out of range")
 
 
