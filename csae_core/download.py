@@ -158,7 +158,9 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _temp_in(folder: Path, filename: str) -> Path:
+    """A unique empty temp file next to ``filename``, readable by all as a normal download (mkstemp gives 0600)."""
     fd, name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=folder)
+    os.fchmod(fd, 0o644)
     os.close(fd)
     return Path(name)
 

@@ -74,6 +74,7 @@ def write_idx_gz(path: Path, array: np.ndarray, magic: int) -> None:
 
     header = np.array([magic, *array.shape], dtype=">u4").tobytes()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, 0o644)  # mkstemp gives 0600; a dataset file is readable by all
     try:
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="") as f:
             f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
