@@ -61,15 +61,16 @@ def evaluate_model(model, images: torch.Tensor, labels: torch.Tensor, batch_size
     n = model.config.num_classes
     preds, errs, zs = [], [], []
     pixel_sum = pixel_sq = 0.0  # for the flat-image baseline; kept on the device (no sync per batch)
+    labels_dev = labels.to(device)
     for sl, x in batches(images, batch_size, device):
-        pred_b = model.predict(x)
-        preds.append(pred_b.cpu())
-        if model.has_decoder:
-            # A CVAE reconstructs under a label: reuse the prediction instead of classifying twice.
-            recon = model.reconstruct(x, pred_b) if model.config.kind == "cvae" else model.reconstruct(x)
-            errs.append(reconstruction_errors(recon, x).cpu())
+        # One pass gives latent, prediction and reconstruction; known-class images are reconstructed
+        # under their true label (only a label-conditioned decoder, the CVAE's, uses it).
+        out = model.infer(x, labels_dev[sl])
+        preds.append(out.pred.cpu())
+        if out.recon is not None:
+            errs.append(reconstruction_errors(out.recon, x).cpu())
             pixel_sum, pixel_sq = pixel_sum + x.sum(), pixel_sq + x.pow(2).sum()
-        zs.append(model.embed(x).float().cpu())
+        zs.append(out.z.float().cpu())
     pred = torch.cat(preds)
     labels = labels.cpu().long()
     confusion = torch.bincount(labels * n + pred, minlength=n * n).view(n, n)

@@ -20,6 +20,8 @@ from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_diverg
 __all__ = ["ModelConfig", "ModelOutput", "MODEL_KINDS", "build_model", "CSAE", "CSAEEncoder", "Basenet", "CVAE"]
 
 MODEL_KINDS = ("csae", "csae-encoder", "basenet", "cvae")
+# What a checkpoint that predates a ModelConfig field was trained with (see ModelConfig.from_dict).
+LEGACY_DEFAULTS = {"decoder_fc_relu": True, "cvae_label_encoder": False}
 
 
 @dataclass
@@ -34,6 +36,8 @@ class ModelConfig:
     recon_loss: str = "wavelet"  # "wavelet" (eq. 8) or "mse" (pixel MSE, the section 4.5 ablation)
     wavelet: str = "haar"
     wavelet_levels: int = 0  # J; 0 = the paper's choice by size (2 at 32x32, 3 at 128x128)
+    decoder_fc_relu: bool = False  # Table 2 and the authors' decoder: no ReLU after the decoder's FC layer
+    cvae_label_encoder: bool = True  # CVAE encoder sees [x, one-hot(y)] as in a CVAE (the authors' setup)
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -68,6 +72,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        # Checkpoints written before a field existed were trained with the old behaviour: a missing
+        # key means the legacy value, not today's default (so shipped models keep their outputs).
+        d = {**LEGACY_DEFAULTS, **d}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -82,6 +89,7 @@ class ModelOutput:
     recon: torch.Tensor | None = None  # (B, C, H, W) decoded image
     logits: torch.Tensor | None = None  # (B, n) Basenet class scores
     logvar: torch.Tensor | None = None  # (B, d) CVAE posterior log-variance
+    pred: torch.Tensor | None = None  # (B,) predicted class (from `infer`)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -119,10 +127,11 @@ class UpBlock(nn.Module):
 class ConvTrunk(nn.Module):
     """Stem conv then stride-2 residual blocks: (B, C, 32, 32) -> (B, 128, 4, 4) with the defaults."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, extra_channels: int = 0):
         super().__init__()
         w = cfg.widths
-        self.stem = nn.Sequential(conv3x3(cfg.in_channels, w[0]), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(conv3x3(cfg.in_channels + extra_channels, w[0]), nn.BatchNorm2d(w[0]),
+                                  nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[ResidualBlock(a, b, stride=2) for a, b in zip(w[:-1], w[1:])])
 
     def forward(self, x):
@@ -132,9 +141,9 @@ class ConvTrunk(nn.Module):
 class Encoder(nn.Module):
     """ConvTrunk then one fully-connected layer to `out_dim` (d, or 2d for the CVAE's mean and log-variance)."""
 
-    def __init__(self, cfg: ModelConfig, out_dim: int):
+    def __init__(self, cfg: ModelConfig, out_dim: int, extra_channels: int = 0):
         super().__init__()
-        self.trunk = ConvTrunk(cfg)
+        self.trunk = ConvTrunk(cfg, extra_channels)
         self.fc = nn.Linear(cfg.widths[-1] * cfg.feature_size**2, out_dim)
 
     def forward(self, x):
@@ -143,12 +152,14 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """FC to (128, 4, 4), up-blocks 128->128->64->32 at 8, 16, 32 px, then a 1x1 conv to the image channels.
-    No sigmoid (a difference from the CVAE the paper points out)."""
+    No sigmoid (a difference from the CVAE the paper points out) and, as in Table 2, no ReLU after the FC
+    (`decoder_fc_relu` restores the ReLU of checkpoints trained before that was fixed)."""
 
     def __init__(self, cfg: ModelConfig, in_dim: int):
         super().__init__()
         w = cfg.widths
         self.shape = (w[-1], cfg.feature_size, cfg.feature_size)
+        self.fc_relu = cfg.decoder_fc_relu
         self.fc = nn.Linear(in_dim, w[-1] * cfg.feature_size**2)
         # Output widths of the up-blocks mirror the encoder: (128, 64, 32) for widths (32, 64, 128, 128).
         outs = list(reversed(w[:-1]))
@@ -161,8 +172,10 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, z):
-        h = F.relu(self.fc(z), inplace=True).view(-1, *self.shape)  # (B, 128, 4, 4)
-        return self.head(self.blocks(h))  # (B, C, 32, 32)
+        h = self.fc(z)
+        if self.fc_relu:
+            h = F.relu(h)
+        return self.head(self.blocks(h.view(-1, *self.shape)))  # (B, C, 32, 32)
 
 
 def _recon_loss(cfg: ModelConfig) -> nn.Module:
@@ -172,27 +185,58 @@ def _recon_loss(cfg: ModelConfig) -> nn.Module:
 
 
 class _Base(nn.Module):
-    has_decoder = False
-    uses_centroids = False
+    """The one interface every model kind shares (the pythae way):
+
+    encode(x, y=None) -> z, decode(z, y=None) -> image, reconstruct(x, y=None) -> image,
+    predict(x) -> class, infer(x, y=None) -> ModelOutput(z, pred, recon) in one pass, and
+    forward/loss for training. What a kind can do is declared here, read everywhere:
+    """
+
+    has_decoder = False  # decode/reconstruct work
+    has_centroids = False  # latents are classified by the nearest PEDCC centroid (`self.centroids`)
+    has_logits = False  # a softmax classifier (open-set scores from logits)
+    label_conditioned = False  # the decoder takes a class label; sampling draws z from N(0, I)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        raise CSAEError(f"a {self.config.kind} model has no decoder, so it cannot reconstruct images; "
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent the app plots (same as encode(x))."""
+        return self.encode(x)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        raise CSAEError(f"a {self.config.kind} model has no decoder, so it cannot decode or reconstruct images; "
                         f"use a csae or cvae checkpoint")
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.has_decoder:
+            self.decode(x)  # raises the clear "no decoder" error
+        return self.infer(x, y).recon
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.infer(x, with_recon=False).pred
+
+    def predictions_from_output(self, out: ModelOutput) -> torch.Tensor | None:
+        """Training-batch predictions from a forward pass already done; None where that is not cheap."""
+        return None
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor, y: torch.Tensor | None = None, with_recon: bool = True) -> ModelOutput:
+        """Latent, prediction and (with a decoder) reconstruction of x in one pass, eval semantics."""
+        raise NotImplementedError
 
 
 class CSAE(_Base):
     """Encoder -> z (classified by the nearest PEDCC centroid) -> (+ noise in training) -> decoder."""
 
     has_decoder = True
-    uses_centroids = True
+    has_centroids = True
 
     def __init__(self, cfg: ModelConfig, centroids: torch.Tensor):
         super().__init__(cfg)
@@ -204,8 +248,8 @@ class CSAE(_Base):
         self.decoder = Decoder(cfg, cfg.latent_dim)
         self.recon_loss = _recon_loss(cfg)
 
-    def embed(self, x):
-        return self.encoder(x)
+    def encode(self, x, y=None):
+        return self.encoder(x)  # the label is not needed: z is classified, not conditioned
 
     def decode(self, z, y=None):
         return self.decoder(z)
@@ -222,13 +266,14 @@ class CSAE(_Base):
         loss2 = self.recon_loss(out.recon, x)
         return {"loss": loss1 + loss2, "loss1": loss1, "loss2": loss2}
 
-    @torch.no_grad()
-    def predict(self, x):
-        return nearest_centroid(self.encoder(x), self.centroids)[0]
+    def predictions_from_output(self, out):
+        return torch.cdist(out.z.float(), self.centroids).argmin(1)
 
     @torch.no_grad()
-    def reconstruct(self, x):
-        return self.decoder(self.encoder(x))
+    def infer(self, x, y=None, with_recon=True):
+        z = self.encoder(x)
+        recon = self.decoder(z) if with_recon and self.has_decoder else None
+        return ModelOutput(z=z, recon=recon, pred=nearest_centroid(z, self.centroids)[0])
 
 
 class CSAEEncoder(CSAE):
@@ -241,6 +286,8 @@ class CSAEEncoder(CSAE):
         self.register_buffer("centroids", centroids.float().clone())
         self.encoder = Encoder(cfg, cfg.latent_dim)
 
+    decode = _Base.decode
+
     def forward(self, x, y=None):
         return ModelOutput(z=self.encoder(x))
 
@@ -248,67 +295,84 @@ class CSAEEncoder(CSAE):
         loss1 = centroid_mse(out.z.float(), self.centroids, y)
         return {"loss": loss1, "loss1": loss1}
 
-    reconstruct = _Base.reconstruct
-
 
 class Basenet(_Base):
     """Basenet of Table 3: the same conv trunk, 4x4 average pool, linear + softmax, cross-entropy."""
+
+    has_logits = True
 
     def __init__(self, cfg: ModelConfig, centroids: torch.Tensor | None = None):
         super().__init__(cfg)
         self.trunk = ConvTrunk(cfg)
         self.fc = nn.Linear(cfg.widths[-1], cfg.num_classes)
 
-    def embed(self, x):
+    def encode(self, x, y=None):
         return F.adaptive_avg_pool2d(self.trunk(x), 1).flatten(1)  # (B, 128) pooled features
 
     def forward(self, x, y=None):
-        return ModelOutput(logits=self.fc(self.embed(x)))
+        z = self.encode(x)
+        return ModelOutput(z=z, logits=self.fc(z))
 
     def loss(self, out, x, y):
         ce = F.cross_entropy(out.logits.float(), y)
         return {"loss": ce, "ce": ce}
 
+    def predictions_from_output(self, out):
+        return out.logits.argmax(1)
+
     @torch.no_grad()
-    def predict(self, x):
-        return self.forward(x).logits.argmax(1)
+    def infer(self, x, y=None, with_recon=True):
+        out = self.forward(x)
+        out.pred = out.logits.argmax(1)
+        return out
 
 
 class CVAE(_Base):
-    """Conditional VAE with the same encoder/decoder: mean and log-variance heads, decoder fed
-    [z, one-hot(y)], sigmoid output, BCE + KL. Classifies by the label whose decoding fits x best."""
+    """Conditional VAE with the same encoder/decoder: the encoder sees [x, one-hot(y)] as channels, the
+    decoder [z, one-hot(y)]; mean and log-variance heads, sigmoid output, BCE + KL. Classifies by the label
+    with the best ELBO; reconstructs under the given label (known-class images) or the best one (letters)."""
 
     has_decoder = True
+    label_conditioned = True
 
     def __init__(self, cfg: ModelConfig, centroids: torch.Tensor | None = None):
         super().__init__(cfg)
-        self.encoder = Encoder(cfg, 2 * cfg.latent_dim)
+        self.encoder = Encoder(cfg, 2 * cfg.latent_dim, cfg.num_classes if cfg.cvae_label_encoder else 0)
         self.decoder = Decoder(cfg, cfg.latent_dim + cfg.num_classes)
 
-    def _posterior(self, x):
+    def _onehot(self, y, dtype):
+        return F.one_hot(y, self.config.num_classes).to(dtype)
+
+    def _posterior(self, x, y):
+        if self.config.cvae_label_encoder:
+            planes = self._onehot(y, x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, planes], dim=1)
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-30, 20)  # keep exp() finite early in training
 
-    def embed(self, x):
-        return self._posterior(x)[0]
-
     def _decode_logits(self, z, y):
-        onehot = F.one_hot(y, self.config.num_classes).to(z.dtype)
-        return self.decoder(torch.cat([z, onehot], dim=1))
+        return self.decoder(torch.cat([z, self._onehot(y, z.dtype)], dim=1))
 
-    def decode(self, z, y):
+    def encode(self, x, y=None):
+        """Posterior mean under label y (default: the best-fitting label)."""
+        return self.infer(x, y, with_recon=False).z
+
+    def decode(self, z, y=None):
+        if y is None:
+            raise CSAEError("a CVAE decodes a latent together with a class label: pass y")
         return torch.sigmoid(self._decode_logits(z, y))
 
     def forward(self, x, y=None):
-        mu, logvar = self._posterior(x)
+        if y is None:
+            raise CSAEError("a CVAE is trained with the class label: pass y")
+        mu, logvar = self._posterior(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        logits = None if y is None else self._decode_logits(z, y)
-        recon = None if logits is None else torch.sigmoid(logits)
-        return ModelOutput(z=mu, recon=recon, logits=logits, logvar=logvar)
+        logits = self._decode_logits(z, y)
+        return ModelOutput(z=mu, recon=torch.sigmoid(logits), logits=logits, logvar=logvar)
 
     def loss(self, out, x, y):
-        # The negative ELBO (BCE summed over pixels + KL) divided by the pixel count, so the
-        # paper's SGD recipe (lr 0.1) applies unchanged; the optimum is the same.
+        # The negative ELBO (BCE summed over pixels + KL) divided by the pixel count, so one lr
+        # scale serves both this and the CSAE recipes; the optimum is the same.
         pixels = x[0].numel()
         bce = F.binary_cross_entropy_with_logits(out.logits.float(), x.float().clamp(0, 1), reduction="sum")
         bce = bce / x.shape[0]
@@ -316,25 +380,35 @@ class CVAE(_Base):
         return {"loss": (bce + kl) / pixels, "bce": bce, "kl": kl}
 
     @torch.no_grad()
-    def predict(self, x):
-        mu = self.embed(x)
-        errors = []
-        for k in range(self.config.num_classes):  # one decode per class: n is small (10)
+    def neg_elbo(self, x):
+        """(B, n) negative ELBO (posterior-mean BCE + KL, in nats) of x under every label, with the
+        posterior means (n, B, d): one encode and one decode per class (n is small)."""
+        n = self.config.num_classes
+        scores, mus = [], []
+        target = x.float().clamp(0, 1)
+        for k in range(n):
             y = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
-            errors.append(F.binary_cross_entropy_with_logits(self._decode_logits(mu, y).float(),
-                                                             x.float().clamp(0, 1), reduction="none").flatten(1).sum(1))
-        return torch.stack(errors, 1).argmin(1)
+            mu, logvar = self._posterior(x, y)
+            bce = F.binary_cross_entropy_with_logits(self._decode_logits(mu, y).float(), target,
+                                                     reduction="none").flatten(1).sum(1)
+            kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(1)
+            scores.append(bce + kl)
+            mus.append(mu)
+        return torch.stack(scores, 1), torch.stack(mus)
 
     @torch.no_grad()
-    def reconstruct(self, x, y=None):
-        """Decode the posterior mean under label y (default: the predicted label)."""
-        y = self.predict(x) if y is None else y
-        return self.decode(self.embed(x), y)
+    def infer(self, x, y=None, with_recon=True):
+        scores, mus = self.neg_elbo(x)
+        pred = scores.argmin(1)
+        label = pred if y is None else y  # known-class images decode under their true label
+        z = mus[label, torch.arange(x.shape[0], device=x.device)]
+        recon = torch.sigmoid(self._decode_logits(z, label)) if with_recon else None
+        return ModelOutput(z=z, recon=recon, pred=pred)
 
 
 def build_model(cfg: ModelConfig, centroids: torch.Tensor | None = None) -> nn.Module:
     """The model of `cfg.kind`; csae and csae-encoder need the scaled PEDCC centroids (n, d)."""
     cls = {"csae": CSAE, "csae-encoder": CSAEEncoder, "basenet": Basenet, "cvae": CVAE}[cfg.kind]
-    if cls.uses_centroids and centroids is None:
+    if cls.has_centroids and centroids is None:
         raise CSAEError(f"a {cfg.kind} model needs PEDCC centroids")
     return cls(cfg, centroids)

@@ -30,12 +30,8 @@ def decode_latents(model, z: torch.Tensor, labels: torch.Tensor | None = None) -
         raise CSAEError(f"a {model.config.kind} model has no decoder; use a csae or cvae checkpoint")
     model.eval()
     device = next(model.parameters()).device
-    z = z.to(device)
-    if model.config.kind == "cvae":
-        if labels is None:
-            raise CSAEError("a CVAE decodes a latent together with a class label")
-        return model.decode(z, labels.to(device)).float().clamp(0, 1).cpu()
-    return model.decode(z).float().clamp(0, 1).cpu()
+    labels = None if labels is None else labels.to(device)
+    return model.decode(z.to(device), labels).float().clamp(0, 1).cpu()
 
 
 def sample_images(model, classes: list[int], n: int, stats: tuple[torch.Tensor, torch.Tensor] | None,
@@ -53,7 +49,7 @@ def sample_images(model, classes: list[int], n: int, stats: tuple[torch.Tensor, 
     d = model.config.latent_dim
     zs = []
     for k in classes:
-        if model.config.kind == "cvae":
+        if model.label_conditioned:  # the class is the decoder's condition; z comes from the prior
             zs.append(torch.randn(n, d, generator=g) * temperature ** 0.5)
         else:
             if stats is None:

@@ -22,13 +22,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpoint import load_tensors, save_checkpoint, save_tensors
+from .checkpoint import atomic_write_bytes, clean_stale_tmp, load_tensors, save_checkpoint, save_tensors
 from .errors import CSAEError
 from .evaluate import decoder_collapsed, encode, evaluate_model, latent_stats
 from .model import ModelConfig, build_model
 from .pedcc import generate_pedcc, pedcc_metrics
 
-__all__ = ["TrainConfig", "train", "load_dataset_tensors"]
+__all__ = ["TrainConfig", "train", "load_dataset_tensors", "lr_at", "validation_split", "SCHEDULES"]
+
+SCHEDULES = ("step", "cosine", "linear")
 
 
 @dataclass
@@ -41,11 +43,15 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_step: float = 30  # divide lr by 10 every lr_step epochs
+    lr_step: float = 30  # schedule "step": divide lr by 10 every lr_step epochs
+    schedule: str = "step"  # step (the paper) | cosine | linear (to 0 over the run; few-step recipes)
+    nesterov: bool = False
+    optimizer: str = "sgd"  # sgd (the paper's CSAE recipe) | adam (the authors' CVAE: Adam 1e-3, batch 512)
     warmup_steps: int = 0  # linear lr warm-up over this many optimizer steps (0: none)
     grad_clip: float = 5.0  # global grad-norm clip (0: off); only bites in the first steps, where lr 0.1 diverged
     epoch_images: int = 0  # 0: the whole training set each epoch; N: a fresh random N-image subset (short recipes)
     test_images: int = 0  # 0: the whole test set after each epoch; N: its first N images (faster epochs)
+    val_images: int = 0  # N > 0: hold out the LAST N training images; per-epoch metrics on them, test set untouched
     snapshots: tuple = ()  # epochs kept as their own checkpoints (e.g. 40, 80 for Fig. 4)
     seed: int = 0
     pedcc_seed: int = 0
@@ -62,13 +68,83 @@ class TrainConfig:
                 raise CSAEError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and self.lr_step > 0):
             raise CSAEError(f"lr and lr-step must be > 0, got {self.lr}, {self.lr_step}")
+        if self.schedule not in SCHEDULES:
+            raise CSAEError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise CSAEError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.val_images < 0:
+            raise CSAEError(f"val-images must be >= 0, got {self.val_images}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise CSAEError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        _check_settings(self)
 
 
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Step schedule: lr / 10 ** floor((epoch - 1) / lr_step) for 1-based epochs (0.01, not 0.010000000000000002)."""
-    return cfg.lr / 10 ** math.floor((epoch - 1) / cfg.lr_step)
+# (field, lowest, highest) of the numeric settings; NaN fails every range. A negative grad clip or
+# warm-up would train backwards, a negative image count would slice from the end.
+_RANGES = (("lr", 0, 100), ("lr_step", 0, 1e9), ("momentum", 0, 1), ("weight_decay", 0, 1),
+           ("grad_clip", 0, 1e9), ("warmup_steps", 0, 10**9), ("epoch_images", 0, 10**9),
+           ("test_images", 0, 10**9), ("stats_images", 0, 10**9), ("val_images", 0, 10**9), ("epochs", 1, 100_000),
+           ("batch_size", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("pedcc_seed", 0, 2**31 - 1),
+           ("pedcc_iters", 0, 10**7), ("image_size", 0, 1024))
+
+
+def _check_settings(cfg: TrainConfig) -> None:
+    for name, lo, hi in _RANGES:
+        v = getattr(cfg, name, None)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+            raise CSAEError(f"{name.replace('_', '-')} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    if any(s < 1 for s in cfg.snapshots):
+        raise CSAEError(f"snapshot epochs must be >= 1, got {list(cfg.snapshots)}")
+
+
+MAX_MODEL_DIM = 4096  # latent dim and channel widths above this are refused before anything is allocated
+# Settings that change what a resumed run computes: a resume with other values would not continue the run.
+TRAJECTORY = ("lr", "batch_size", "seed", "momentum", "weight_decay", "lr_step", "warmup_steps", "grad_clip",
+              "epoch_images", "pedcc_seed", "pedcc_iters", "schedule", "nesterov", "optimizer", "val_images")
+
+
+def _check_model_size(mcfg: ModelConfig) -> None:
+    if mcfg.latent_dim > MAX_MODEL_DIM or max(mcfg.widths) > MAX_MODEL_DIM:
+        raise CSAEError(f"latent dim {mcfg.latent_dim} / widths {list(mcfg.widths)} are over the {MAX_MODEL_DIM} "
+                        f"limit. Fix: use smaller --latent-dim / --widths (the paper: 40 and 32 64 128 128).")
+
+
+def _check_same_trajectory(recorded: dict, cfg: TrainConfig, state_path: Path) -> None:
+    now = asdict(cfg)
+    diff = [f"{k} {recorded[k]!r} -> {now[k]!r}" for k in TRAJECTORY
+            if k in recorded and k in now and recorded[k] != now[k]]
+    if diff:
+        raise CSAEError(f"--resume: {state_path} was trained with other settings ({', '.join(diff)}); resuming "
+                        f"with them would not continue that run. Fix: pass the recorded values, or train into "
+                        f"another --out.")
+
+
+def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """The lr of optimizer step `step` (0-based) in 1-based `epoch`.
+
+    step: lr / 10 ** floor((epoch - 1) / lr_step) (0.01, not 0.010000000000000002); cosine and linear
+    anneal per step from lr to 0 over the whole run. A linear warm-up over `warmup_steps` scales any of them.
+    """
+    done = (epoch - 1) * steps_per_epoch + step  # optimizer steps before this one
+    if cfg.schedule == "step":
+        lr = cfg.lr / 10 ** math.floor((epoch - 1) / cfg.lr_step)
+    else:
+        t = min(1.0, done / max(1, cfg.epochs * steps_per_epoch))  # fraction of the run done
+        lr = cfg.lr * (0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1 - t)
+    if cfg.warmup_steps:
+        lr *= min(1.0, (done + 1) / cfg.warmup_steps)
+    return lr
+
+
+def validation_split(train: tuple, n: int) -> tuple[tuple, tuple]:
+    """(train minus its last n images, the last n images): the fixed validation split recipes are chosen on.
+    The test set is never involved."""
+    x, y = train
+    if not 0 < n < len(y):
+        raise CSAEError(f"val-images must be between 1 and {len(y) - 1} for this dataset, got {n}")
+    return (x[:-n], y[:-n]), (x[-n:], y[-n:])
 
 
 def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: int = 0):
@@ -110,16 +186,33 @@ def _pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _optimizer_state(opt: torch.optim.SGD, names: dict) -> dict[str, torch.Tensor]:
-    return {f"momentum.{names[p]}": s["momentum_buffer"] for p, s in opt.state.items()
-            if s.get("momentum_buffer") is not None}
+def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov)
 
 
-def _load_optimizer_state(opt: torch.optim.SGD, named_params, tensors: dict, device) -> None:
+def _optimizer_state(opt: torch.optim.Optimizer, names: dict) -> dict[str, torch.Tensor]:
+    """Every per-parameter tensor of the optimizer (SGD momentum; Adam moments and step) by parameter name."""
+    out = {}
+    for p, state in opt.state.items():
+        for key, v in state.items():
+            if isinstance(v, torch.Tensor):
+                out[f"optim.{names[p]}.{key}"] = v
+    return out
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, named_params, tensors: dict, device) -> None:
     for name, p in named_params:
-        buf = tensors.get(f"momentum.{name}")
-        if buf is not None:
-            opt.state[p]["momentum_buffer"] = buf.to(device)
+        legacy = tensors.get(f"momentum.{name}")  # resume states written before Adam was supported
+        if legacy is not None:
+            opt.state[p]["momentum_buffer"] = legacy.to(device)
+        prefix = f"optim.{name}."
+        for k, v in tensors.items():
+            if k.startswith(prefix):
+                key = k[len(prefix):]
+                opt.state[p][key] = v if key == "step" and isinstance(opt, torch.optim.Adam) else v.to(device)
 
 
 def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
@@ -135,10 +228,17 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     out = Path(cfg.out)
+    _check_model_size(mcfg)
+    if rank == 0:
+        clean_stale_tmp(out)  # temp files of a save that was killed mid-write
 
     (train_x, train_y), (test_x, test_y), class_names = load_dataset_tensors(
         cfg.dataset, cfg.data_dir, cfg.image_size, cfg.seed)
-    if cfg.test_images:
+    eval_split = "test"
+    if cfg.val_images:  # recipe search: train on the rest, measure on the held-out tail, never on the test set
+        (train_x, train_y), (test_x, test_y) = validation_split((train_x, train_y), cfg.val_images)
+        eval_split = "validation"
+    elif cfg.test_images:
         test_x, test_y = test_x[:cfg.test_images], test_y[:cfg.test_images]
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     if mcfg.num_classes != n_classes or mcfg.in_channels != train_x.shape[1] or mcfg.image_size != train_x.shape[-1]:
@@ -160,6 +260,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
             raise CSAEError(f"--resume: {state_path} was trained with another model or dataset "
                             f"({(meta_prev or {}).get('model', {}).get('kind')}, {(meta_prev or {}).get('dataset')}). "
                             f"Fix: use the same --model/--beta/--dataset, or another --out.")
+        _check_same_trajectory(meta_prev.get("train") or {}, cfg, state_path)
         start_epoch = int(meta_prev["epoch"]) + 1
         centroids = state["model.centroids"] if "model.centroids" in state else None
     else:
@@ -175,7 +276,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
     # Channels-last on every device: cuDNN's and oneDNN's fastest conv layout (measured 1.5x on 2 CPU
     # cores, benchmarks/bench_train.py).
     model = build_model(mcfg, centroids).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = _make_optimizer(cfg, model.parameters())
     if state is not None:
         model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         _load_optimizer_state(opt, model.named_parameters(), state, device)
@@ -200,8 +301,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
         if cfg.epoch_images:
             order = order[:cfg.epoch_images]
         order = order[: len(order) // world * world][rank::world].to(device)
-        base_lr = lr_at(cfg, epoch)
-        steps_before = (epoch - 1) * -(-len(order) // per_rank)  # optimizer steps of earlier epochs
+        steps_per_epoch = -(-len(order) // per_rank)
         model.train()
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=device)
@@ -213,9 +313,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
             bar = tqdm(steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch")
         for step, i in enumerate(bar if bar is not None else steps):
             idx = order[i:i + per_rank]
-            warm = min(1.0, (steps_before + step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+            lr_now = lr_at(cfg, epoch, step, steps_per_epoch)
             for group in opt.param_groups:
-                group["lr"] = base_lr * warm
+                group["lr"] = lr_now
             x = train_x[idx].float().div_(255).contiguous(memory_format=torch.channels_last)
             y = train_y[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -231,7 +331,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
             if step % 50 == 0 and not torch.isfinite(losses["loss"]):
                 break  # checked below, before anything is saved
             with torch.no_grad():
-                correct += (_train_predictions(model, out_) == y).sum()
+                pred = model.predictions_from_output(out_)
+                if pred is not None:
+                    correct += (pred == y).sum()
         if bar is not None:
             bar.close()
         seen = torch.tensor(float(len(order)), device=device)
@@ -241,16 +343,21 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
         totals = {k: float(v / seen) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in totals.values()):
             raise CSAEError(f"training diverged: the loss became NaN/inf in epoch {epoch} "
-                            f"(lr {lr_at(cfg, epoch):g}). The last good checkpoint ({out / 'last'}) is intact. "
-                            f"Fix: lower --lr or check the data, then --resume.")
+                            f"(lr {lr_at(cfg, epoch):g}). "
+                            + (f"The last good checkpoint ({out / 'last'}) is intact. Fix: lower --lr or check the "
+                               f"data, then --resume." if (out / "train_state.safetensors").is_file() else
+                               "No checkpoint was written. Fix: lower --lr or check the data, then start again."))
         train_seconds = time.perf_counter() - t0
-        rec = {"epoch": epoch, "lr": lr_at(cfg, epoch), **totals, "images": int(seen),
+        rec = {"epoch": epoch, "lr": lr_at(cfg, epoch, 0, steps_per_epoch), **totals, "images": int(seen),
                "train_accuracy": float(correct / seen), "seconds": round(train_seconds, 2),
                "images_per_s": round(float(seen) / train_seconds, 1)}
         if rank == 0:
             metrics = evaluate_model(model, test_x, test_y, device=device, class_names=class_names)
-            rec.update(test_accuracy=metrics["accuracy"], test_recon_mse=metrics["recon_mse"],
-                       test_psnr=metrics["psnr"])
+            prefix = "val" if eval_split == "validation" else "test"
+            rec.update({f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_recon_mse": metrics["recon_mse"],
+                        f"{prefix}_psnr": metrics["psnr"], "image_steps": epoch * int(seen)})
+            if metrics.get("flat_mse") is not None:
+                rec["flat_mse"] = metrics["flat_mse"]
             if decoder_collapsed(metrics):
                 print(f"warning: epoch {epoch}: test reconstructions (MSE {metrics['recon_mse']:.4f}) are no better "
                       f"than a flat grey image ({metrics['flat_mse']:.4f}): the decoder has collapsed or not started "
@@ -267,19 +374,21 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
             meta = {"dataset": cfg.dataset, "class_names": class_names, "epoch": epoch, "recipe": cfg.recipe,
                     "hardware": hardware,
                     "train": {**asdict(cfg), "snapshots": list(cfg.snapshots)}, "pedcc": pedcc_info,
-                    "metrics": {k: metrics[k] for k in ("accuracy", "recon_mse", "psnr", "test_images",
-                                                          "per_class_accuracy")},
+                    "metrics": {"split": eval_split, **{k: metrics[k] for k in (
+                        "accuracy", "recon_mse", "psnr", "test_images", "per_class_accuracy")}},
                     "history": history,
                     "latent_stats": stats}
-            # Weights + state first, the JSON (which names the epoch) last: a crash leaves the old pair.
+            # The save sequence; every step is one atomic rename, and a kill between any two leaves a
+            # resumable run (tests/test_reliability.py kills it at each). 1. log.jsonl, rewritten whole from
+            # the history, so a redone epoch never doubles a line; 2. the resume point (one file);
+            # 3. the last.* pair, whose JSON names new versioned weights (the old pair stays whole).
+            atomic_write_bytes(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
             save_tensors(out / "train_state.safetensors",
                          {**{f"model.{k}": v for k, v in model.state_dict().items()},
                           **_optimizer_state(opt, names)}, metadata={**meta, "model": mcfg.to_dict()})
-            save_checkpoint(out / "last", model, meta)
+            save_checkpoint(out / "last", model, meta, versioned=True)
             if epoch in cfg.snapshots:
-                save_checkpoint(out / f"epoch{epoch:03d}", model, meta)
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+                save_checkpoint(out / f"epoch{epoch:03d}", model, meta, versioned=True)
             log(rec)
         if distributed:
             dist.barrier()
@@ -287,11 +396,3 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
         dist.destroy_process_group()
     return out / "last"
 
-
-def _train_predictions(model, out) -> torch.Tensor:
-    """Training-batch predictions from the forward pass already done (no second forward)."""
-    if out.logits is not None and out.logvar is None:
-        return out.logits.argmax(1)
-    if getattr(model, "centroids", None) is not None:
-        return torch.cdist(out.z.float(), model.centroids).argmin(1)
-    return torch.full((out.z.shape[0],), -1, device=out.z.device)  # CVAE: no cheap train-time classifier

@@ -91,3 +91,56 @@ def test_centroids_are_a_fixed_buffer():
 def test_bad_config_is_a_clear_error(kw, word):
     with pytest.raises(CSAEError, match=word):
         ModelConfig(**kw)
+
+
+def test_cvae_encoder_and_decoder_use_the_label():
+    """The CVAE's posterior depends on the label (the encoder sees one-hot planes), and so does its decoding."""
+    m = make("cvae", widths=(8, 8, 8, 8)).eval()
+    for p in m.parameters():  # a random decoder head (it starts at zero): outputs must be able to differ
+        torch.nn.init.normal_(p, std=0.2) if p.dim() > 1 else None
+    x = torch.rand(3, 1, 32, 32)
+    y0, y1 = torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long)
+    assert m.encoder.trunk.stem[0].in_channels == 1 + 10
+    assert not torch.allclose(m._posterior(x, y0)[0], m._posterior(x, y1)[0])
+    z = torch.zeros(3, 40)
+    assert not torch.allclose(m.decode(z, y0), m.decode(z, y1))
+    # a known-class image is reconstructed under the label it is given, an unknown one under the best label
+    assert torch.allclose(m.reconstruct(x, y1), m.decode(m._posterior(x, y1)[0], y1))
+    best = m.infer(x).pred
+    assert torch.allclose(m.reconstruct(x), m.decode(m._posterior(x, best)[0], best))
+
+
+def test_decoder_follows_table2_and_legacy_checkpoints_keep_their_relu():
+    """Table 2: no ReLU after the decoder FC. A config from before the fix (no key) keeps its ReLU."""
+    fresh = ModelConfig()
+    assert fresh.decoder_fc_relu is False
+    legacy = ModelConfig.from_dict({k: v for k, v in fresh.to_dict().items()
+                                    if k not in ("decoder_fc_relu", "cvae_label_encoder")})
+    assert legacy.decoder_fc_relu is True and legacy.cvae_label_encoder is False
+    m = make(widths=(8, 8, 8, 8)).eval()
+    with torch.no_grad():
+        m.decoder.fc.bias.fill_(-5.0)  # every FC output negative: a ReLU would zero them all
+        z = torch.zeros(2, 40)
+        h_plain = m.decoder.blocks(m.decoder.fc(z).view(-1, *m.decoder.shape))
+        assert torch.allclose(m.decode(z), m.decoder.head(h_plain))
+
+
+@pytest.mark.parametrize("kind", ["csae", "csae-encoder", "basenet", "cvae"])
+def test_one_interface_for_every_kind(kind):
+    """encode / predict / infer work for every kind; decode/reconstruct where the class says there is a decoder,
+    and a clear error (not AttributeError) where there is none."""
+    m = make(kind, widths=(8, 8, 8, 8)).eval()
+    x, y = torch.rand(4, 1, 32, 32), torch.randint(0, 10, (4,))
+    out = m.infer(x, y)
+    assert out.pred.shape == (4,) and out.z.shape[0] == 4
+    assert torch.equal(m.predict(x), out.pred)
+    assert (out.recon is not None) == m.has_decoder
+    assert (getattr(m, "centroids", None) is not None) == m.has_centroids
+    if m.has_decoder:
+        assert m.reconstruct(x, y).shape == x.shape
+        assert m.decode(out.z, y).shape == x.shape
+    else:
+        with pytest.raises(CSAEError, match="no decoder"):
+            m.decode(out.z)
+        with pytest.raises(CSAEError, match="no decoder"):
+            m.reconstruct(x)

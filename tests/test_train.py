@@ -1,5 +1,6 @@
 """Training: exact resume, NaN handling, DDP under torchrun, and a short real-MNIST run."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -101,3 +102,46 @@ def test_short_real_mnist_run_beats_90_percent(tmp_path):
     fresh = evaluate_model(build_model(ModelConfig(), model.centroids), x[:500], y[:500])
     assert decoder_collapsed(fresh) and not decoder_collapsed(trained)
     assert trained["recon_mse"] < 0.6 * trained["flat_mse"], trained
+
+
+def test_schedules_anneal_per_step_and_warm_up():
+    cos = TrainConfig(lr=0.1, epochs=4, schedule="cosine", warmup_steps=10)
+    lin = TrainConfig(lr=0.1, epochs=4, schedule="linear")
+    assert lr_at(cos, 1, 0, 100) == pytest.approx(0.1 / 10)  # first warm-up step
+    assert lr_at(cos, 1, 9, 100) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 9 / 400)))
+    assert lr_at(cos, 3, 0, 100) == pytest.approx(0.05)  # half-way: cosine at its midpoint
+    assert lr_at(lin, 3, 0, 100) == pytest.approx(0.05)
+    assert lr_at(lin, 4, 99, 100) == pytest.approx(0.1 / 400)  # last step: nearly 0
+    with pytest.raises(CSAEError, match="schedule"):
+        TrainConfig(schedule="exponential")
+
+
+def test_validation_split_is_the_training_tail_and_never_the_test_set(tmp_path, monkeypatch):
+    """Recipe search measures on the last N training images; the test split is never evaluated or read."""
+    import csae_core.train as T
+
+    real_load, real_eval = T.load_dataset_tensors, T.evaluate_model
+    seen = {}
+
+    def load(*a, **kw):
+        (tx, ty), (sx, sy), names = real_load(*a, **kw)
+        seen["train"] = (tx, ty)
+        poison = torch.full_like(sx[:7], 255), torch.full_like(sy[:7], 99)  # an out-of-range label would crash
+        return (tx, ty), poison, names
+
+    def spy(model, images, labels, **kw):
+        seen.setdefault("evaluated", []).append((images.clone(), labels.clone()))
+        return real_eval(model, images, labels, **kw)
+
+    monkeypatch.setattr(T, "load_dataset_tensors", load)
+    monkeypatch.setattr(T, "evaluate_model", spy)
+    train(TrainConfig(dataset="mnist", out=str(tmp_path / "v"), epochs=1, batch_size=32, epoch_images=64,
+                      val_images=100, stats_images=50), ModelConfig(**TINY), log=lambda r: None, progress=False)
+    tx, ty = seen["train"]
+    for images, labels in seen["evaluated"]:
+        assert torch.equal(images.cpu(), tx[-100:]) and torch.equal(labels.cpu(), ty[-100:])
+    ck = load_checkpoint(tmp_path / "v")
+    assert ck.meta["metrics"]["split"] == "validation" and ck.meta["metrics"]["test_images"] == 100
+    assert "val_accuracy" in ck.meta["history"][-1] and "test_accuracy" not in ck.meta["history"][-1]
+    with pytest.raises(CSAEError, match="val-images"):
+        T.validation_split((tx, ty), len(ty))
