@@ -179,7 +179,7 @@ def cmd_train(a) -> None:
 
 
 def _test_split(ckpt, data_dir, limit):
-    from .train import load_dataset_tensors
+    from .preprocess import load_dataset_tensors
 
     name = ckpt.meta.get("dataset", "mnist")
     _, (x, y), _ = load_dataset_tensors(name, data_dir, ckpt.config.image_size)
@@ -231,13 +231,14 @@ def cmd_reconstruct(a) -> None:
     import torch
 
     from .checkpoint import load_checkpoint
-    from .images import decode_image, letter_tensor, preprocess_letter, to_grid
+    from .images import decode_image, preprocess_letter, to_grid
+    from .preprocess import to_model_input
 
     ckpt = load_checkpoint(a.checkpoint)
     if ckpt.config.in_channels != 1:
         raise CSAEError("reconstruct takes handwriting-style images; this model expects colour input")
     pictures = [preprocess_letter(decode_image(p), str(p))[-1][1] for p in a.images]
-    x = letter_tensor(pictures, ckpt.config.image_size)
+    x = to_model_input(pictures, ckpt.config.image_size)
     recon = ckpt.model.reconstruct(x).float().clamp(0, 1)
     _save_png(to_grid(torch.cat([x, recon]), nrow=len(pictures)), a.out)
     print(f"wrote {len(pictures)} inputs (top row) and reconstructions (bottom row) to {a.out}")

@@ -97,6 +97,6 @@ def preprocess_letter(img: Image.Image, name: str = "image") -> list[tuple[str, 
 
 def letter_tensor(images28: list[np.ndarray] | np.ndarray, size: int = 32) -> torch.Tensor:
     """uint8 28x28 pictures -> float (N, 1, size, size) in [0, 1], zero-padded like MNIST in the paper."""
-    x = torch.as_tensor(np.stack(list(images28)) if isinstance(images28, list) else images28).float() / 255
-    pad = (size - x.shape[-1]) // 2
-    return torch.nn.functional.pad(x[:, None], (pad, size - x.shape[-1] - pad) * 2)
+    from .preprocess import to_model_input
+
+    return to_model_input(np.stack(list(images28)), size)

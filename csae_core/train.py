@@ -20,13 +20,13 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from .checkpoint import atomic_write_bytes, clean_stale_tmp, load_tensors, save_checkpoint, save_tensors
 from .errors import CSAEError
 from .evaluate import decoder_collapsed, encode, evaluate_model, latent_stats
 from .model import ModelConfig, build_model
 from .pedcc import generate_pedcc, pedcc_metrics
+from .preprocess import load_dataset_tensors  # re-exported: scripts import it from here
 
 __all__ = ["TrainConfig", "train", "load_dataset_tensors", "lr_at", "validation_split", "SCHEDULES"]
 
@@ -145,35 +145,6 @@ def validation_split(train: tuple, n: int) -> tuple[tuple, tuple]:
     if not 0 < n < len(y):
         raise CSAEError(f"val-images must be between 1 and {len(y) - 1} for this dataset, got {n}")
     return (x[:-n], y[:-n]), (x[-n:], y[-n:])
-
-
-def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: int = 0):
-    """uint8 (N, C, S, S) train/test images with labels and class names, padded like the paper."""
-    from . import data
-
-    if name in data.DATASETS:
-        xs = {}
-        for split in ("train", "test"):
-            images, labels = data.load_split(name, split, data_dir)
-            size = image_size or 32
-            pad = (size - images.shape[-1]) // 2
-            if pad < 0:
-                raise CSAEError(f"image size {size} is smaller than the {images.shape[-1]}px {name} images")
-            xs[split] = (F.pad(images[:, None], (pad, size - images.shape[-1] - pad) * 2), labels)
-        return xs["train"], xs["test"], list(data.DATASETS[name].class_names)
-    root = Path(name)
-    if not root.is_dir():
-        raise CSAEError(f"unknown dataset {name!r}: use mnist, fashion-mnist or a folder of class sub-folders")
-    size = image_size or 128
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        tr = data.ImageFolderDataset(root / "train", size=size, channels=3)
-        te = data.ImageFolderDataset(root / "test", size=size, channels=3)
-        return tr.load_all(), te.load_all(), list(tr.class_names)
-    ds = data.ImageFolderDataset(root, size=size, channels=3)
-    images, labels = ds.load_all()
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    cut = max(1, len(perm) // 10)  # hold out 10% for testing, deterministically
-    return (images[perm[cut:]], labels[perm[cut:]]), (images[perm[:cut]], labels[perm[:cut]]), list(ds.class_names)
 
 
 def _pick_device(name: str) -> torch.device:

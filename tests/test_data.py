@@ -17,9 +17,9 @@ from PIL import Image
 
 from csae_core import data
 from csae_core.data import (DATASETS, Download, ImageFolderDataset, check_datasets, download_dataset,
-                            find_dataset_dir, load_split, present_classes, resolve_data_dir,
-                            to_float_images)
+                            find_dataset_dir, load_split, present_classes, resolve_data_dir)
 from csae_core.errors import CSAEError
+from csae_core.preprocess import to_model_input
 
 SHARED = data.PROJECT_ROOT.parent / "shared" / "datasets"
 # The real datasets wherever the session found or fetched them (tests/conftest.py), looked up at
@@ -74,7 +74,7 @@ def test_mnist_real():
     assert len(counts) == 10 and counts.min() > 5000 and counts.max() < 7000
     xt, yt = load_split("mnist", "test", real("mnist"))
     assert xt.shape == (10000, 28, 28) and torch.bincount(yt).min() > 800
-    f = to_float_images(xt)
+    f = to_model_input(xt)
     assert f.shape == (10000, 1, 32, 32) and f.dtype == torch.float32
     assert 0.0 <= f.min() and f.max() <= 1.0 and f.max() == 1.0
     border = torch.ones(32, 32, dtype=torch.bool)
@@ -312,14 +312,3 @@ def test_image_folder_empty_or_missing(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(CSAEError, match="no images"):
         ImageFolderDataset(tmp_path)
-
-
-def test_to_float_images_shapes():
-    x = torch.full((2, 28, 28), 255, dtype=torch.uint8)
-    y = to_float_images(x)
-    assert y.shape == (2, 1, 32, 32) and y[:, :, 2:30, 2:30].min() == 1 and y.sum() == 2 * 28 * 28
-    rgb = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
-    assert to_float_images(rgb).shape == (3, 3, 32, 32)
-    assert to_float_images(x, size=28).shape == (2, 1, 28, 28)
-    with pytest.raises(ValueError):
-        to_float_images(x, size=16)

@@ -1,0 +1,96 @@
+"""The models' view of images, in one place: uint8 pictures in, the float tensor a model takes out,
+and back.
+
+* ``pad``: uint8 (or float) pictures (N, H, W) or (N, C, H, W), numpy or torch, zero-padded centrally
+  to size x size (28 -> 32 pads 2 px on each side: "we padded the training MNIST and FashionMNIST
+  images to 32 x 32"). Same type and dtype out.
+* ``to_model_input``: pictures -> float32 (N, C, size, size) in [0, 1], padded: what every model takes.
+* ``to_uint8``: a model's float output (N, C, H, W) -> uint8 numpy (N, H, W), or (N, H, W, C) in colour.
+* ``load_dataset_tensors``: a whole dataset as padded uint8 tensors (training keeps these on the
+  device and converts one batch at a time; the app keeps them as uint8 arrays).
+
+Torch is imported only by the functions that make or take tensors.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CSAEError
+
+__all__ = ["MODEL_SIZE", "pad", "to_model_input", "to_uint8", "load_dataset_tensors"]
+
+MODEL_SIZE = 32  # the paper's input size for MNIST and Fashion-MNIST (28 px images, padded)
+
+
+def pad(images, size: int = MODEL_SIZE):
+    """Zero-pad pictures (..., H, W) centrally to (..., size, size); numpy or torch in, the same out.
+    Pictures already size x size are returned as they are."""
+    h, w = images.shape[-2:]
+    if h > size or w > size:
+        raise CSAEError(f"images are {h}x{w}, larger than the model's {size}x{size} input. "
+                        f"Fix: resize them first, or use a model trained at that size.")
+    if (h, w) == (size, size):
+        return images
+    top, left = (size - h) // 2, (size - w) // 2
+    if isinstance(images, np.ndarray):
+        return np.pad(images, [(0, 0)] * (images.ndim - 2) + [(top, size - h - top), (left, size - w - left)])
+    import torch.nn.functional as F
+
+    return F.pad(images, (left, size - w - left, top, size - h - top))
+
+
+def to_model_input(images, size: int = MODEL_SIZE):
+    """uint8 pictures (N, H, W) or (N, C, H, W), numpy or torch -> float32 tensor (N, C, size, size) in [0, 1].
+
+    Float input is taken to be in [0, 1] already. Padding happens on the uint8 pictures (4x less memory).
+    """
+    import torch
+
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.dim() == 3:
+        x = x[:, None]  # (N, 1, H, W)
+    if x.dim() != 4:
+        raise CSAEError(f"expected images (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+    x = pad(x, size)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous()
+
+
+def to_uint8(x) -> np.ndarray:
+    """A model's float images (N, C, H, W) in [0, 1] -> uint8 numpy (N, H, W) for C = 1, else (N, H, W, C)."""
+    u = (x.detach().float().clamp(0, 1) * 255).round().byte().cpu()
+    return u[:, 0].numpy() if u.shape[1] == 1 else u.permute(0, 2, 3, 1).numpy()
+
+
+def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: int = 0):
+    """((train uint8 (N, C, S, S), labels), (test images, labels), class names) of dataset `name`.
+
+    MNIST-like datasets (data.DATASETS) are padded to `image_size` (0: MODEL_SIZE); any other name is
+    a folder of class sub-folders, read at `image_size` (0: 128) in colour, with train/ and test/
+    inside or else split 9:1 (deterministically from `seed`).
+    """
+    import torch
+
+    from . import data
+
+    if name in data.DATASETS:
+        xs = {}
+        for split in ("train", "test"):
+            images, labels = data.load_split(name, split, data_dir)
+            xs[split] = (pad(images[:, None], image_size or MODEL_SIZE), labels)
+        return xs["train"], xs["test"], list(data.DATASETS[name].class_names)
+    root = Path(name)
+    if not root.is_dir():
+        raise CSAEError(f"unknown dataset {name!r}: use mnist, fashion-mnist or a folder of class sub-folders")
+    size = image_size or 128
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        tr = data.ImageFolderDataset(root / "train", size=size, channels=3)
+        te = data.ImageFolderDataset(root / "test", size=size, channels=3)
+        return tr.load_all(), te.load_all(), list(tr.class_names)
+    ds = data.ImageFolderDataset(root, size=size, channels=3)
+    images, labels = ds.load_all()
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    cut = max(1, len(perm) // 10)  # hold out 10% for testing, deterministically
+    return (images[perm[cut:]], labels[perm[cut:]]), (images[perm[:cut]], labels[perm[:cut]]), list(ds.class_names)
