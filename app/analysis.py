@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from csae_core.classify import nearest_centroid
-from csae_core.data import to_float_images
 from csae_core.evaluate import encode, psnr, reconstruction_errors
+from csae_core.preprocess import to_model_input, to_uint8
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,6 @@ class Recon:
     images: np.ndarray
     mse: np.ndarray
     psnr: np.ndarray
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (N, 1, H, W) in [0, 1] -> uint8 (N, H, W)."""
-    return (x.detach().float().clamp(0, 1)[:, 0] * 255).round().byte().cpu().numpy()
 
 
 def choose_indices(labels: np.ndarray, class_index: int | None, n: int, seed: int) -> np.ndarray:
@@ -41,7 +36,7 @@ def choose_indices(labels: np.ndarray, class_index: int | None, n: int, seed: in
 @torch.no_grad()
 def reconstruct(model, images28: np.ndarray) -> Recon:
     """Reconstruct uint8 28x28 images (N, 28, 28) with a decoder model (CSAE, or CVAE under its predicted label)."""
-    x = to_float_images(torch.as_tensor(images28))  # (N, 1, 32, 32), padded like training
+    x = to_model_input(images28)  # (N, 1, 32, 32), padded like training
     recon = model.reconstruct(x.contiguous(memory_format=torch.channels_last))  # matches the app's model layout
     mse = reconstruction_errors(recon, x)
     return Recon(to_uint8(recon), mse.numpy(), psnr(mse).numpy())
@@ -56,7 +51,7 @@ def reconstruct_letters(model, x: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def latents(model, images28: np.ndarray, batch_size: int = 250) -> np.ndarray:
     """Latent codes (N, d) float32 of uint8 images (N, 28, 28) (padded to 32 like training)."""
-    x = to_float_images(torch.as_tensor(images28))
+    x = to_model_input(images28)
     return encode(model, x, batch_size=batch_size).numpy()
 
 
