@@ -1,0 +1,323 @@
+"""Open-set recognition: does a model know when an input is none of its classes?
+
+Every score here is an *outlier score*: higher means "more likely unknown". Which scores a model
+has follows from what it can do, never from its kind's name:
+
+* ``distance`` -- distance of the latent to the nearest PEDCC centroid (models with ``centroids``);
+* ``recon``    -- per-image MSE of the reconstruction clipped to [0, 1] (models with a decoder; a
+  label-conditional decoder decodes under the label with the best ELBO);
+* ``combined`` -- ``distance`` and ``recon`` each z-scored with the mean and standard deviation of
+  the known set's *validation* split, then added (fixed in advance: no weight is fitted, and the
+  unknown set is never looked at);
+* ``msp``      -- minus the maximum softmax probability (models whose output has class logits);
+* ``energy``   -- minus logsumexp of the logits (Liu et al. 2020);
+* ``elbo``     -- minus the best label's ELBO: min over labels of the summed Bernoulli BCE of the
+  posterior mean's decoding plus the posterior's KL (models with ``neg_elbo``: the CVAE).
+
+The threshold that accepts 95 % of known images is set on the validation split (the last
+``VALIDATION_IMAGES`` training images), never on test images. ``fpr_at_95_tpr`` is the fraction
+of unknown test images accepted as known at that threshold; the ROC convention takes the known
+class as positive (TPR = known images accepted, FPR = unknown images accepted), and ``aupr`` is
+the average precision of detecting the *unknown* images (AUPR-out).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CSAEError
+
+__all__ = ["VALIDATION_IMAGES", "TARGET_TPR", "SCORE_DESCRIPTIONS", "UNKNOWN_SETS", "DIGIT_LIKE_LETTERS",
+           "available_scores", "default_score", "check_scores", "raw_scores_needed", "score_images", "Standardizer",
+           "combine", "threshold_at_tpr", "openset_metrics", "roc_points", "load_known", "load_unknown",
+           "OpenSetResult", "evaluate_openset"]
+
+VALIDATION_IMAGES = 5000  # the last 5,000 training images: the known set's validation split
+TARGET_TPR = 0.95  # keep 95 % of known images: the usual operating point (FPR at 95 % TPR)
+DIGIT_LIKE_LETTERS = "ilosz"  # letters that are also written like digits (1, 1, 0, 5, 2)
+
+SCORE_DESCRIPTIONS = {
+    "distance": "distance to the nearest PEDCC centroid",
+    "recon": "reconstruction MSE (best label for a conditional decoder)",
+    "combined": "distance + reconstruction error, each z-scored on the known validation split",
+    "msp": "minus the maximum softmax probability",
+    "energy": "energy, -logsumexp(logits)",
+    "elbo": "minus the best label's ELBO (BCE + KL)",
+}
+# For each outlier-score name, the raw scores it is built from.
+_NEEDS = {"distance": ("distance",), "recon": ("recon",), "combined": ("distance", "recon"),
+          "msp": ("msp",), "energy": ("energy",), "elbo": ("elbo",)}
+
+# Unknown sets: name -> (dataset, split, letters to leave out). EMNIST letters only ships a test split.
+UNKNOWN_SETS = {
+    "emnist-letters": ("emnist-letters", "test", ""),
+    f"emnist-letters-no-{DIGIT_LIKE_LETTERS}": ("emnist-letters", "test", DIGIT_LIKE_LETTERS),
+    "mnist": ("mnist", "test", ""),
+    "fashion-mnist": ("fashion-mnist", "test", ""),
+}
+
+
+# ---------------------------------------------------------------- what a model can score
+# Capabilities are read from the model (`has_centroids`, `has_decoder`, `has_logits`, `neg_elbo`), never
+# from its kind's name, so a new model kind gets the scores its abilities allow.
+
+def _has(model, ability: str) -> bool:
+    return bool(getattr(model, ability, False))
+
+
+def _has_elbo(model) -> bool:
+    return callable(getattr(model, "neg_elbo", None))
+
+
+def available_scores(model) -> list[str]:
+    """The outlier scores `model` supports, its default first."""
+    out = []
+    if _has(model, "has_centroids") and getattr(model, "centroids", None) is not None:
+        out.append("distance")
+    if _has_elbo(model):
+        out.append("elbo")
+    if _has(model, "has_decoder"):
+        out += ["combined", "recon"] if "distance" in out else ["recon"]
+    if _has(model, "has_logits"):
+        out += ["msp", "energy"]
+    return out
+
+
+def default_score(model) -> str:
+    """The score reported when none is asked for: the model's most natural one (distance for
+    centroid models, the ELBO for a CVAE, maximum softmax for a plain classifier)."""
+    scores = available_scores(model)
+    if not scores:
+        raise CSAEError("this model has neither centroids, a decoder nor class logits: nothing to score")
+    return scores[0]
+
+
+def raw_scores_needed(names) -> tuple[str, ...]:
+    """The raw per-image scores that outlier scores `names` are built from."""
+    unknown = [n for n in names if n not in _NEEDS]
+    if unknown:
+        raise CSAEError(f"unknown score {unknown[0]!r}: choose from {', '.join(_NEEDS)}")
+    return tuple(dict.fromkeys(r for n in names for r in _NEEDS[n]))
+
+
+def check_scores(model, names) -> None:
+    """Raise a one-line CSAEError naming the problem and the fix if `model` cannot give scores `names`."""
+    have = available_scores(model)
+    for n in names:
+        if n not in _NEEDS:
+            raise CSAEError(f"unknown score {n!r}: choose from {', '.join(_NEEDS)}")
+        if n not in have:
+            why = {"distance": "it has no PEDCC centroids", "combined": "it needs PEDCC centroids and a decoder",
+                   "recon": "it has no decoder", "elbo": "it has no posterior over labels (not a CVAE)",
+                   "msp": "it has no class logits", "energy": "it has no class logits"}[n]
+            raise CSAEError(f"score {n!r} does not apply to this {model.config.kind} model ({why}); "
+                            f"use one of {', '.join(have)}")
+
+
+# ---------------------------------------------------------------- one pass over the images
+
+def _mse(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE (B,) of the reconstruction clipped to the displayable range [0, 1]."""
+    return (recon.float().clamp(0, 1) - x.float()).pow(2).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Raw outlier scores (B,) of one float batch, from a single pass through the model."""
+    out = {}
+    if _has_elbo(model) and ("elbo" in raw or "recon" in raw):
+        nelbo, mus = model.neg_elbo(x)  # (B, n) negative ELBO under every label, (n, B, d) posterior means
+        out["elbo"], pred = nelbo.min(1)  # the best label's
+        if "recon" in raw:  # decoded under the best label, as `reconstruct` does for an unlabelled image
+            out["recon"] = _mse(model.decode(mus[pred, torch.arange(len(x), device=x.device)], pred), x)
+    else:
+        # One pass: latent, prediction and (only if needed: it costs 3x the encoder) the reconstruction.
+        res = model.infer(x, with_recon="recon" in raw)
+        if "distance" in raw:
+            out["distance"] = torch.cdist(res.z.float(), model.centroids.float()).min(1).values
+        if "recon" in raw:
+            out["recon"] = _mse(res.recon, x)
+        if "msp" in raw or "energy" in raw:
+            logits = res.logits.float()  # (B, n)
+            out["msp"] = -logits.softmax(1).max(1).values
+            out["energy"] = -torch.logsumexp(logits, 1)
+    return {k: v for k, v in out.items() if k in raw}
+
+
+@torch.no_grad()
+def score_images(model, images: torch.Tensor, raw: tuple[str, ...], batch_size: int = 500,
+                 device="cpu") -> dict[str, np.ndarray]:
+    """Raw outlier scores {name: (N,) float64} of uint8 images (N, C, H, W), one forward pass per batch."""
+    from .evaluate import batches
+
+    model.eval()
+    parts: dict[str, list] = {k: [] for k in raw}
+    fmt = torch.channels_last if images.dim() == 4 else torch.contiguous_format
+    with torch.inference_mode():
+        for _, x in batches(images, batch_size, device):
+            for k, v in _batch_scores(model, x.contiguous(memory_format=fmt), raw).items():
+                parts[k].append(v.double().cpu())
+    return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in parts.items()}
+
+
+# ---------------------------------------------------------------- combining and thresholds
+
+@dataclass(frozen=True)
+class Standardizer:
+    """z-scoring with the mean and standard deviation of the known validation split."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Standardizer":
+        values = np.asarray(values, dtype=float)
+        return cls(float(values.mean()), float(values.std()) or 1.0)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=float) - self.mean) / self.std
+
+
+def combine(raw: dict[str, np.ndarray], stats: dict[str, Standardizer]) -> np.ndarray:
+    """The `combined` score: z(distance) + z(recon), with validation-split statistics."""
+    return stats["distance"](raw["distance"]) + stats["recon"](raw["recon"])
+
+
+def threshold_at_tpr(known_scores: np.ndarray, tpr: float = TARGET_TPR) -> float:
+    """The smallest threshold t with at least `tpr` of `known_scores` <= t (images with score <= t are
+    accepted as known). Set it on validation scores, never on test images."""
+    s = np.asarray(known_scores, dtype=float)
+    if s.size == 0:
+        raise CSAEError("no known images to set a threshold on")
+    return float(np.quantile(s, tpr, method="inverted_cdf"))
+
+
+def openset_metrics(known: np.ndarray, unknown: np.ndarray, threshold: float) -> dict:
+    """AUROC, AUPR-out and the rates at `threshold` for outlier scores of known and unknown test images.
+
+    fpr_at_95_tpr: unknown images accepted (score <= threshold); known_accepted: the known test images'
+    true positive rate at that threshold (near 0.95 when validation and test agree)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    known, unknown = np.asarray(known, dtype=float), np.asarray(unknown, dtype=float)
+    if known.size == 0 or unknown.size == 0:
+        raise CSAEError(f"need known and unknown images, got {known.size} and {unknown.size}")
+    is_unknown = np.r_[np.zeros(known.size), np.ones(unknown.size)]
+    scores = np.r_[known, unknown]
+    return {
+        "auroc": float(roc_auc_score(is_unknown, scores)),
+        "aupr": float(average_precision_score(is_unknown, scores)),
+        "fpr_at_95_tpr": float((unknown <= threshold).mean()),
+        "threshold_at_95_tpr": float(threshold),
+        "known_accepted": float((known <= threshold).mean()),
+    }
+
+
+def roc_points(known: np.ndarray, unknown: np.ndarray, max_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (FPR = unknown accepted, TPR = known accepted) from sklearn's roc_curve, thinned to
+    at most `max_points` points for plotting."""
+    from sklearn.metrics import roc_curve
+
+    is_known = np.r_[np.ones(len(known)), np.zeros(len(unknown))]
+    fpr, tpr, _ = roc_curve(is_known, -np.r_[known, unknown], drop_intermediate=True)
+    if len(fpr) > max_points:
+        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, max_points).astype(int), len(fpr) - 1])
+        fpr, tpr = fpr[keep], tpr[keep]
+    return fpr, tpr
+
+
+# ---------------------------------------------------------------- data
+
+def _pad(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> (N, 1, size, size), zero-padded centrally as the models were trained."""
+    pad = (size - images.shape[-1]) // 2
+    if pad < 0:
+        raise CSAEError(f"model image size {size} is smaller than the {images.shape[-1]} px images")
+    return F.pad(images[:, None], (pad, size - images.shape[-1] - pad) * 2)
+
+
+def _subsample(n: int, limit: int) -> torch.Tensor:
+    """Evenly spaced indices: the first N of a class-sorted split would be one class."""
+    return torch.arange(n) if not limit or limit >= n else torch.linspace(0, n - 1, limit).round().long()
+
+
+def load_known(dataset: str, size: int, data_dir=None, limit: int = 0) -> dict[str, torch.Tensor]:
+    """{'validation': the last VALIDATION_IMAGES training images, 'test': the test images}, uint8
+    (N, 1, size, size); `limit` keeps an evenly spaced subset of each."""
+    from . import data
+
+    if dataset not in data.DATASETS:
+        raise CSAEError(f"open-set scoring needs a known dataset among {', '.join(data.DATASETS)}, got {dataset!r}")
+    train, _ = data.load_split(dataset, "train", data_dir)
+    test, _ = data.load_split(dataset, "test", data_dir)
+    val = train[-VALIDATION_IMAGES:]
+    return {"validation": _pad(val[_subsample(len(val), limit)], size),
+            "test": _pad(test[_subsample(len(test), limit)], size)}
+
+
+def load_unknown(name: str, size: int, data_dir=None, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images uint8 (N, 1, size, size) and labels of an unknown set in UNKNOWN_SETS."""
+    from . import data
+
+    if name not in UNKNOWN_SETS:
+        raise CSAEError(f"unknown dataset {name!r}: choose from {', '.join(UNKNOWN_SETS)}")
+    dataset, split, leave_out = UNKNOWN_SETS[name]
+    images, labels = data.load_split(dataset, split, data_dir)
+    if leave_out:
+        names = data.DATASETS[dataset].class_names
+        drop = torch.tensor([names.index(c) for c in leave_out])
+        keep = ~torch.isin(labels, drop)
+        images, labels = images[keep], labels[keep]
+    idx = _subsample(len(labels), limit)
+    return _pad(images[idx], size), labels[idx]
+
+
+# ---------------------------------------------------------------- one model against one unknown set
+
+@dataclass
+class OpenSetResult:
+    """Outlier scores of one model on its known validation/test images and on unknown images."""
+
+    scores: dict[str, dict[str, np.ndarray]]  # score name -> {'validation', 'test', 'unknown'} -> (N,)
+    unknown_labels: np.ndarray  # (N_unknown,) class labels within the unknown dataset
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def metrics(self, name: str, unknown_mask: np.ndarray | None = None) -> dict:
+        """Metrics of score `name`, threshold from validation; `unknown_mask` restricts the unknown images."""
+        s = self.scores[name]
+        unknown = s["unknown"] if unknown_mask is None else s["unknown"][unknown_mask]
+        m = openset_metrics(s["test"], unknown, threshold_at_tpr(s["validation"]))
+        return {**m, "known_images": int(len(s["test"])), "unknown_images": int(len(unknown)),
+                "validation_images": int(len(s["validation"])), "score": name}
+
+
+def scores_from_raw(raw: dict[str, dict[str, np.ndarray]], names) -> dict[str, dict[str, np.ndarray]]:
+    """Outlier scores `names` from raw scores {split: {raw name: (N,)}}; `combined` is z-scored with
+    validation statistics only."""
+    out = {}
+    for name in names:
+        if name == "combined":
+            stats = {k: Standardizer.fit(raw["validation"][k]) for k in ("distance", "recon")}
+            out[name] = {split: combine(r, stats) for split, r in raw.items()}
+        else:
+            out[name] = {split: r[name] for split, r in raw.items()}
+    return out
+
+
+def evaluate_openset(model, known: dict[str, torch.Tensor], unknown: torch.Tensor, unknown_labels: torch.Tensor,
+                     names=None, batch_size: int = 500, device="cpu") -> OpenSetResult:
+    """Score `model` on known {'validation', 'test'} and unknown uint8 images; `names` (default: every
+    score the model has) are all derived from one forward pass per image."""
+    import time
+
+    names = list(names or available_scores(model))
+    check_scores(model, names)
+    raw_names = raw_scores_needed(names)
+    t0 = time.perf_counter()
+    raw = {split: score_images(model, imgs, raw_names, batch_size, device)
+           for split, imgs in (("validation", known["validation"]), ("test", known["test"]), ("unknown", unknown))}
+    return OpenSetResult(scores_from_raw(raw, names), unknown_labels.numpy(), time.perf_counter() - t0)
