@@ -1,10 +1,37 @@
 """Home: what CSAE and PEDCC are, which models and datasets were found, and how to get the missing ones."""
+import os
+from pathlib import Path
+
 import streamlit as st
 
 from app import figures, loaders, registry, widgets
 from csae_core import data
 
 st.title("CSAE Explorer")
+
+# Official download sizes (what a visitor's click would fetch), for the confirmation below.
+DOWNLOAD_SIZES = {"mnist": "11 MB", "fashion-mnist": "30 MB",
+                  "emnist-letters": "a 0.56 GB archive, of which 2.4 MB is kept"}
+
+
+def shown_path(path, base: Path | None = None) -> str:
+    """A path as this page shows it: relative to ``base`` or the project root (``../`` for its siblings, such
+    as ../shared), never the machine's absolute layout; a path elsewhere shows only its last two parts."""
+    if not path:
+        return ""
+    p = Path(path).resolve()
+    bases = ([base.resolve()] if base is not None else []) + [data.PROJECT_ROOT, data.PROJECT_ROOT.parent]
+    for b in bases:
+        if p == b or p.is_relative_to(b):
+            return os.path.relpath(p, data.PROJECT_ROOT if b == data.PROJECT_ROOT.parent else b)
+    return ".../" + "/".join(p.parts[-2:])
+
+
+def shown_text(text: str | None) -> str:
+    """A message with the project's absolute paths made relative."""
+    text = text or ""
+    return text.replace(f"{data.PROJECT_ROOT.parent}/", "../").replace(f"{data.PROJECT_ROOT}/", "")
+
 
 text, picture = st.columns([3, 2])
 with text:
@@ -29,13 +56,15 @@ with picture:
 
 st.header("Models found")
 entries = loaders.model_entries()
+folder = registry.checkpoints_dir()
 if entries:
     st.dataframe(
         [{"dataset": e.dataset, "model": e.label, "epoch (paper scale)": e.paper_epoch, "epoch": e.epoch,
           "recipe": e.recipe, "test accuracy": e.test_accuracy, "recon MSE": e.recon_mse,
-          "checkpoint": e.path} for e in entries],
+          "checkpoint": shown_path(e.path, folder)} for e in entries],
         hide_index=True)
-    st.caption(f"Read from `{registry.checkpoints_dir()}` (manifest.json, plus any checkpoint it does not list).")
+    st.caption(f"Read from `{shown_path(folder)}` (manifest.json, plus any "
+               f"checkpoint it does not list); checkpoint paths are relative to it.")
 else:
     widgets.no_models("every view except the PEDCC sphere")
 
@@ -44,18 +73,26 @@ rows = loaders.dataset_rows()
 st.dataframe(
     [{"dataset": r["dataset"], "split": r["split"], "ok": r["ok"], "images": r["images"],
       "classes present": " ".join(r["classes"]) if len(r["classes"]) <= 26 else f"{len(r['classes'])}",
-      "path or problem": r["path"] if r["ok"] else r["problem"]} for r in rows],
+      "path or problem": shown_path(r["path"]) if r["ok"] else shown_text(r["problem"])} for r in rows],
     hide_index=True)
 if "downloaded" in st.session_state:
     st.success(f"{st.session_state.pop('downloaded')} is ready.")
 missing = [n for n in data.DATASETS if loaders.data_folder(n) is None]
 if missing:
-    st.write("Missing datasets can be downloaded into `./data` (or `$CSAE_DATA_DIR`) from their official "
-             "mirrors, checked against the official MD5 sums:")
-    for name in missing:
-        if widgets.download_dataset_button(name, key=f"download_{name}"):
-            st.session_state["downloaded"] = data.DATASETS[name].title
-            st.rerun()  # the dataset table is keyed by the dataset folders, so it refreshes itself
+    source = (f"the mirror `{os.environ[data.URL_VAR]}` (`{data.URL_VAR}`)" if os.environ.get(data.URL_VAR)
+              else "the official sites, checked against their published MD5 sums")
+    target = shown_path(data.default_download_root()) or "data"
+    # Downloads only behind an explicit confirmation: a visitor's click starts a fetch on this server.
+    with st.expander(f"Download the missing datasets ({', '.join(data.DATASETS[n].title for n in missing)})"):
+        st.write(f"Files are fetched from {source} into `{target}/`. "
+                 f"`python -m csae_core data download NAME` does the same from a terminal.")
+        for name in missing:
+            title = data.DATASETS[name].title
+            if st.checkbox(f"Yes, download {title} ({DOWNLOAD_SIZES.get(name, 'size unknown')}) on this server",
+                           key=f"confirm_download_{name}"):
+                if widgets.download_dataset_button(name, key=f"download_{name}"):
+                    st.session_state["downloaded"] = title
+                    st.rerun()  # the dataset table is keyed by the dataset folders, so it refreshes itself
 else:
     st.caption("All datasets were found. The shared EMNIST copy holds classes a–m of the test split plus one "
                "image of every letter; the paper used 10 letter classes.")

@@ -67,7 +67,15 @@ def test_home_lists_models_and_datasets_and_offers_missing_downloads():
     assert "CSAE β=0.04" in set(models["model"]) and "CVAE" in set(models["model"])
     ok = datasets.set_index(["dataset", "split"])["ok"]
     assert ok[("mnist", "test")] and not ok[("fashion-mnist", "test")]
-    assert [b.label for b in at.button] == ["Download Fashion-MNIST"]  # only the missing one
+    # Downloads only behind an explicit confirmation, and only the missing one is offered.
+    assert not at.button
+    assert [c.label.split(" (")[0] for c in at.checkbox if c.key.startswith("confirm_download")] == [
+        "Yes, download Fashion-MNIST"]
+    at.checkbox(key="confirm_download_fashion-mnist").check().run()
+    assert [b.label for b in at.button] == ["Download Fashion-MNIST"]
+    # Paths relative to the checkpoints folder / project root, never the machine's absolute layout.
+    assert set(models["checkpoint"]) >= {"mnist/cvae.json"}
+    assert not any(str(p).startswith("/") for p in list(models["checkpoint"]) + list(datasets["path or problem"]))
 
 
 @pytest.mark.usefixtures("app_env")
@@ -81,6 +89,7 @@ def test_download_failure_is_an_error_message_not_a_traceback(monkeypatch):
 
     monkeypatch.setattr(data, "download_dataset", offline)
     at = open_page("home")
+    at.checkbox(key="confirm_download_fashion-mnist").check().run()
     at.button[0].click().run()
     assert not at.exception
     assert any("network unreachable" in e.value for e in at.error)
