@@ -1,0 +1,67 @@
+"""The zoo driver (checkpoints/zoo.py): recipe-aware skipping, and the whole GPU path (concurrent jobs,
+fp16 export, full evaluation, manifest, table, <= 16 MiB packing) run end to end on a tiny CPU config."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "checkpoints" / "zoo.py"
+
+
+def load_zoo():
+    spec = importlib.util.spec_from_file_location("zoo_under_test", ZOO)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_skip_decision_follows_the_recipe_and_force(tmp_path):
+    zoo = load_zoo()
+    zoo.set_root(tmp_path)
+    (tmp_path / "checkpoints" / "mnist").mkdir(parents=True)
+    shipped = {"format": "csae-checkpoint/1", "recipe": "cpu-short", "train": {"seed": 0}}
+    (tmp_path / "checkpoints" / "mnist" / "csae-b0.02.json").write_text(json.dumps(shipped))
+    only = ["mnist/csae-b0.02"]
+    assert zoo.plan("cpu-short", ["mnist"], only=only) == []  # shipped with this recipe: skipped
+    assert zoo.plan("paper", ["mnist"], only=only) == [("mnist", "csae", 0.02, 0)]  # another recipe: retrained
+    assert zoo.plan("cpu-short", ["mnist"], force=True, only=only) == [("mnist", "csae", 0.02, 0)]
+    # the extra seeds are their own models, and the most-needed models come first
+    names = [zoo.name_of(m, b, s) for _, m, b, s in zoo.plan("paper", ["mnist"])]
+    assert names[0] == "csae-b0.02" and {"csae-b0.02-s1", "csae-b0.02-s2"} <= set(names)
+    assert len(names) == len(set(names)) == 10  # 5 betas, 2 more seeds, encoder, Basenet, CVAE
+
+
+def test_tiny_recipe_end_to_end_with_two_jobs(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda *a: subprocess.run([sys.executable, str(ZOO), *a, "--root", str(tmp_path)], env=env,
+                                    capture_output=True, text=True, timeout=600)
+    only = ["--only", "mnist/csae-b0", "mnist/cvae"]
+    q = run("train", "--recipe", "tiny", "--datasets", "mnist", "--jobs", "2", "--threads", "1", *only)
+    assert q.returncode == 0, q.stderr[-2000:]
+    ck = tmp_path / "checkpoints" / "mnist"
+    for name in ("csae-b0", "csae-b0-epoch001", "cvae"):
+        meta = json.loads((ck / f"{name}.json").read_text())
+        assert meta["recipe"] == "tiny" and meta["weights_dtype"] == "float16"
+        assert json.loads((tmp_path / "results" / "eval" / "mnist" / f"{name}.json").read_text())["test_images"] == 50
+    assert json.loads((ck / "cvae.json").read_text())["train"]["optimizer"] == "adam"
+    again = run("train", "--recipe", "tiny", "--datasets", "mnist", *only)
+    assert again.returncode == 0 and "0 model(s)" in again.stdout  # recipe-aware skip on a rerun
+    assert run("manifest").returncode == 0
+    rows = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
+    assert {(r["model"], r["epoch"], r["recipe"], r["seed"]) for r in rows} == {
+        ("csae", 2, "tiny", 0), ("csae", 1, "tiny", 0), ("cvae", 2, "tiny", 0)}
+    assert all(r["image_steps"] == r["epoch"] * 32 for r in rows)
+    assert run("table").returncode == 0
+    assert "| CSAE β=0 |" in (tmp_path / "results" / "table3.md").read_text()
+    out = tmp_path / "packed"
+    assert run("pack", "--out", str(out)).returncode == 0
+    parts = sorted(out.glob("zoo-part*.tar.gz"))
+    assert parts and all(p.stat().st_size <= 16 * 2**20 for p in parts)
+    with tarfile.open(parts[0]) as tar:
+        assert "checkpoints/mnist/cvae.safetensors" in tar.getnames()
