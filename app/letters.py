@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from csae_core.errors import CSAEError
-from csae_core.images import decode_image, preprocess_letter
+from csae_core.images import decode_image, preprocess_letter, thumbnail
+
+MAX_LETTERS = 26  # uploads processed per session; more are named in a warning, not decoded
+CANVAS_MAX_PIXELS = 1024 * 1024  # the canvas is 200x200 (x the screen's pixel ratio); a bigger value is forged
 
 
 @dataclass(frozen=True)
@@ -32,12 +35,32 @@ class LetterInput:
         return self.steps[-1][1]
 
 
-def prepare_image(name: str, data: bytes) -> LetterInput:
-    """Decode and preprocess one image file given as bytes; CSAEError messages are returned, not raised."""
+def prepare_image(name: str, data: bytes, max_pixels: int | None = None) -> LetterInput:
+    """Decode and preprocess one image file given as bytes; CSAEError messages are returned, not raised.
+    Only small thumbnails of the intermediate steps are kept (they live in the user's session state)."""
     try:
-        return LetterInput(name, preprocess_letter(decode_image(data, name), name))
+        img = decode_image(data, name) if max_pixels is None else decode_image(data, name, max_pixels)
+        steps = preprocess_letter(img, name)
     except CSAEError as e:
         return LetterInput(name, error=str(e))
+    return LetterInput(name, [(title, thumbnail(arr)) for title, arr in steps[:-1]] + [steps[-1]])
+
+
+def prepare_canvas(drawn) -> LetterInput | None:
+    """The drawing canvas' value -> a letter, or None while nothing is drawn.
+
+    The value is a PNG data URL sent by the browser, so it is untrusted: only its bytes are taken
+    (`image_bytes`, a base64 decode), and they go through decode_image's size check, which reads the
+    PNG header before any pixel is decoded. `drawn.image_data` is never touched: it decodes the whole
+    picture with plain PIL first.
+    """
+    data = getattr(drawn, "image_bytes", None) if drawn is not None else None
+    if not data:
+        return None
+    item = prepare_image("drawing", data, max_pixels=CANVAS_MAX_PIXELS)
+    if not item.ok and "blank" in (item.error or ""):
+        return None  # an untouched canvas: a hint, not an error
+    return item
 
 
 def canvas_is_blank(rgba: np.ndarray | None) -> bool:

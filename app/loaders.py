@@ -13,6 +13,7 @@ moving the beta slider back to a seen value costs one cache lookup.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,30 @@ def configure_torch() -> None:
     with a training job running (load 4.4): loading a checkpoint 200 -> 22 ms, reconstructing 32
     images 1150 -> 160 ms, tiling + PNG 75 -> 6 ms with 1 thread instead of 2.
     """
-    threads = int(os.environ.get(THREADS_ENV) or 1)
+    threads = thread_setting(os.environ.get(THREADS_ENV))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def thread_setting(value: str | None) -> int:
+    """$CSAE_APP_THREADS as a thread count: unset -> 1; not a whole number in 1..cores -> 1, with a warning
+    once on the server's log (a bad setting must not take every page down)."""
+    if value is None or not value.strip():
+        return 1
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    cores = os.cpu_count() or 1
+    if not 1 <= threads <= max(cores, 1) * 4:
+        if value not in _warned:
+            _warned.add(value)
+            print(f"warning: {THREADS_ENV}={value!r} is not a thread count in 1..{cores * 4}; using 1.", file=sys.stderr)
+        return 1
+    return threads
+
+
+_warned: set[str] = set()
 
 
 # ---------------------------------------------------------------- models
@@ -86,7 +108,10 @@ def load_model(path: str) -> Checkpoint:
 # ---------------------------------------------------------------- datasets
 
 def data_folder(name: str) -> str | None:
-    """Where dataset `name` is (None if missing): part of every data cache key."""
+    """Where dataset `name` is (None if missing, or not one of data.DATASETS: a model trained on an image
+    folder has no test set here): part of every data cache key."""
+    if name not in data.DATASETS:
+        return None
     folder = data.find_dataset_dir(name)
     return None if folder is None else str(folder.resolve())
 

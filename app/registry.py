@@ -15,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_CHECKPOINTS_DIR"
 CHECKPOINT_FORMAT = "csae-checkpoint/1"
+MAX_MANIFEST_BYTES = 16 * 1024**2  # a bigger manifest.json is not read (the zoo's is ~30 KB)
+MAX_JSON_BYTES = 256 * 1024**2  # checkpoint JSONs bigger than this are skipped unread
 PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
 TRAIN_COMMANDS = ("python checkpoints/train_zoo.py", "python -m csae_core train --dataset mnist --beta 0.02")
 
@@ -90,21 +92,28 @@ def _paper_epoch(epoch: int, train: dict | None) -> int | None:
 
 
 def _resolve(row_path: str, folder: Path) -> Path | None:
-    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder."""
+    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder. Either
+    way the file must lie inside the checkpoints folder: a path that leaves it is ignored."""
     p = Path(row_path)
     if p.suffix != ".json":  # a stem such as mnist/csae-b0.02: append, with_suffix would eat ".02"
         p = p.parent / (p.name + ".json")
-    candidates = [p] if p.is_absolute() else [ROOT / p, folder / p, folder.parent / p]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
+    if p.is_absolute():
+        return None  # a manifest names its checkpoints inside its own folder, never elsewhere
+    inside = folder.resolve()
+    for c in (ROOT / p, folder / p, folder.parent / p):
+        c = c.resolve()
+        if c.is_relative_to(inside) and c.is_file():  # no `..` or symlink out of the checkpoints folder
+            return c
     return None
 
 
 def _from_manifest(folder: Path) -> list[ModelEntry]:
     try:
-        rows = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = folder / "manifest.json"
+        if not manifest.is_file() or manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            return []
+        rows = json.loads(manifest.read_text())
+    except (OSError, ValueError, RecursionError):
         return []  # no (or a half-written) manifest: the glob below still finds the checkpoints
     entries = []
     for row in rows if isinstance(rows, list) else []:
@@ -134,6 +143,8 @@ def _from_json(path: Path) -> ModelEntry | None:
             epoch=epoch, paper_epoch=meta.get("paper_epoch") or _paper_epoch(epoch, meta.get("train")),
             path=str(path.resolve()), recipe=meta.get("recipe"),
             test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"))
+        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
+            return None  # a FIFO or device named *.json would hang or exhaust memory
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # not a checkpoint (or being written): skip it
 

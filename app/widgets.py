@@ -78,7 +78,19 @@ def no_models(what: str = "this view", dataset: str | None = None) -> None:
             f"The PEDCC sphere view works without models.")
 
 
+def note_folder_models(datasets: Sequence[str], what: str) -> None:
+    """Say (st.info) that models trained on image folders are left out of a view that needs a test set."""
+    folders = [d for d in datasets if d not in data.DATASETS]
+    if folders:
+        st.info(f"{what} leaves out the models trained on image folders ({', '.join(f'`{d}`' for d in folders)}): "
+                f"there is no test set for them here.")
+
+
 def no_dataset(name: str, what: str = "This view") -> None:
+    if name not in data.DATASETS:  # e.g. a model trained with `train --dataset <image folder>`
+        st.info(f"{what} needs a test set, and there is none for `{name}`: that model was trained on an image "
+                f"folder. Pick a model trained on {', '.join(s.title for s in data.DATASETS.values())}.")
+        return
     spec = data.DATASETS[name]
     st.warning(f"{what} needs the {spec.title} test images, which were not found. Get them with the "
                f"download button on the Home page or `python -m csae_core data download {name}`, or set "

@@ -77,14 +77,14 @@ def clean_stale_tmp(folder: str | Path) -> list[Path]:
     return removed
 
 
-def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+def read_regular_file(path: str | Path, max_bytes: int, what: str = "file", fix: str = "check the path.") -> bytes:
     """The bytes of `path` if it is a regular file of at most `max_bytes`: a FIFO, a device such as
     /dev/zero, a directory or an oversized file is refused before it is opened or read."""
     path = Path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise CSAEError(f"{what} {path} is missing. Fix: copy it next to its .json or retrain.") from None
+        raise CSAEError(f"{what} {path} is missing. Fix: {fix}") from None
     except OSError as e:
         raise CSAEError(f"cannot read {what} {path}: {e.strerror or e}.") from None
     if not stat.S_ISREG(st.st_mode):
@@ -115,7 +115,7 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None, with_meta
     """Read a safetensors file (no code is executed: safe for files from anyone); with `with_metadata`,
     return (tensors, metadata dict or None)."""
     path = Path(path)
-    data = read_regular_file(path, MAX_WEIGHTS_BYTES, "weights file")
+    data = read_regular_file(path, MAX_WEIGHTS_BYTES, "weights file", "copy it next to its .json or retrain.")
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise CSAEError(f"weights file {path} does not match its .json (truncated, or from another run). "
                         f"Fix: restore the pair from the same save, or retrain.")
@@ -238,6 +238,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise CSAEError(f"{stem}.json has no usable model config ({e}). Fix: retrain or use another checkpoint.") from None
     wpath = weights_path(stem, meta)
     sha = meta.get("weights_sha256")
+    listed = manifest_sha256(stem)
+    if listed is not None and listed != sha:
+        raise CSAEError(f"{stem.name}'s weights do not match the SHA-256 recorded in {listed_in(stem)} (the pair was "
+                        f"replaced or retrained after the manifest was built). Fix: restore the shipped files, or "
+                        f"rebuild the manifest (python checkpoints/zoo.py manifest) if the new model is wanted.")
     state = load_tensors(wpath, sha if isinstance(sha, str) else None)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -258,6 +263,41 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
                         f"Fix: keep the pair together.")
     model.load_state_dict(state)
     return Checkpoint(model.to(device).eval(), cfg, meta, stem)
+
+
+MAX_MANIFEST_BYTES = 16 * 1024**2
+
+
+def _manifests(stem: Path) -> list[Path]:
+    """The manifest.json files that may list checkpoint `stem`: in its folder and the one above (the zoo's
+    checkpoints/manifest.json lists checkpoints/<dataset>/<name>.json)."""
+    folder = stem.parent.resolve()
+    return [f / "manifest.json" for f in (folder, folder.parent) if (f / "manifest.json").is_file()]
+
+
+def manifest_sha256(stem: Path) -> str | None:
+    """The weights' SHA-256 that a manifest next to (or above) checkpoint `stem` records, if any lists it.
+    Rows name the checkpoint JSON relative to the manifest's folder or the folder above (the repo root).
+    A missing, half-written or malformed manifest records nothing."""
+    target = sibling(stem, ".json").resolve()
+    for manifest in _manifests(stem):
+        try:
+            rows = json.loads(read_regular_file(manifest, MAX_MANIFEST_BYTES, "manifest"))
+        except (CSAEError, ValueError, RecursionError):
+            continue
+        for row in rows if isinstance(rows, list) else []:
+            if not (isinstance(row, dict) and isinstance(row.get("path"), str) and isinstance(row.get("sha256"), str)):
+                continue
+            p = Path(row["path"])
+            p = p if p.suffix == ".json" else p.parent / (p.name + ".json")
+            if any((base / p).resolve() == target for base in (manifest.parent, manifest.parent.parent)):
+                return row["sha256"]
+    return None
+
+
+def listed_in(stem: Path) -> str:
+    found = _manifests(stem)
+    return str(found[0]) if found else "the manifest"
 
 
 def state_dict_problems(expected: dict, got: dict, limit: int = 8) -> list[str]:

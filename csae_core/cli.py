@@ -215,11 +215,18 @@ def cmd_evaluate(a) -> None:
         print("  " + " ".join(f"{v:6.2f}" for v in row))
 
 
+MAX_SAMPLES = 1000  # samples per class in one grid
+
+
 def cmd_sample(a) -> None:
     from .checkpoint import load_checkpoint
     from .images import to_grid
     from .sample import sample_images
 
+    if not 1 <= a.n <= MAX_SAMPLES:
+        raise CSAEError(f"--n must be in 1..{MAX_SAMPLES}, got {a.n}")
+    if not 0 <= a.temperature <= 100:  # NaN and inf fail too
+        raise CSAEError(f"--temperature must be a number in [0, 100], got {a.temperature}")
     ckpt = load_checkpoint(a.checkpoint)
     classes = [a.cls] if a.cls is not None else list(range(ckpt.config.num_classes))
     images, _ = sample_images(ckpt.model, classes, a.n, ckpt.latent_stats(), a.temperature, a.seed)

@@ -13,9 +13,13 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import CSAEError
 
-__all__ = ["to_grid", "decode_image", "preprocess_letter", "MAX_PIXELS", "letter_tensor"]
+__all__ = ["to_grid", "decode_image", "preprocess_letter", "MAX_PIXELS", "MAX_BYTES", "letter_tensor", "thumbnail"]
 
 MAX_PIXELS = 4096 * 4096  # bigger uploads are refused before decoding (decompression bombs)
+MAX_BYTES = 20 * 1024**2  # bigger files are refused unread (the app's own upload limit is 10 MB)
+MAX_ASPECT = 50  # a letter image narrower than 1:50 is a line, and squaring it would cost side^2 pixels
+WORK_SIDE = 1024  # preprocessing runs on at most this long a side (a 4096^2 scan is shrunk first)
+FORMATS = ["PNG", "JPEG"]  # what is decoded: PIL's other formats (and their parsers) are not offered to uploads
 
 
 def to_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
@@ -36,31 +40,58 @@ def decode_image(data: bytes | str | Path, name: str = "image", max_pixels: int 
     """Decode one still image from bytes or a path, refusing what the rest of the pipeline cannot use."""
     if isinstance(data, (str, Path)):
         name = str(data)
-        try:
-            data = Path(data).read_bytes()
-        except OSError as e:
-            raise CSAEError(f"cannot read {name}: {e.strerror}. Fix: check the path.") from None
+        from .checkpoint import read_regular_file  # regular files under a size cap only (no FIFO, no /dev/zero)
+
+        data = read_regular_file(data, MAX_BYTES, "image")
+    if len(data) > MAX_BYTES:
+        raise CSAEError(f"{name} is {len(data) / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB limit. "
+                        f"Fix: scale it down first.")
+    too_big = (f"{name} is over the {max_pixels:,}-pixel limit. Fix: scale it down first.")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only: nothing decoded yet
         w, h = img.size
         if w * h > max_pixels:
             raise CSAEError(f"{name} is {w}x{h} pixels, over the {max_pixels:,}-pixel limit. "
                             f"Fix: scale it down first.")
         if getattr(img, "n_frames", 1) > 1:
             raise CSAEError(f"{name} is animated or has several frames. Fix: upload a single still image.")
+        if min(w, h) < 2:
+            raise CSAEError(f"{name} is only {w}x{h} pixels. Fix: use an image of a written character.")
+        if max(w, h) > MAX_ASPECT * min(w, h):
+            raise CSAEError(f"{name} is {w}x{h} pixels, a line rather than a character (over 1:{MAX_ASPECT}). "
+                            f"Fix: crop it around the character.")
         img.load()
     except CSAEError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError):
-        raise CSAEError(f"{name} is not an image we can decode. Fix: upload a PNG or JPEG file.") from None
-    if min(img.size) < 2:
-        raise CSAEError(f"{name} is only {img.size[0]}x{img.size[1]} pixels. Fix: use an image of a written character.")
+    except Image.DecompressionBombError:  # PIL's own bound, hit in open() for a huge header
+        raise CSAEError(too_big) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError):
+        raise CSAEError(f"{name} is not a PNG or JPEG image we can decode (or it is truncated). "
+                        f"Fix: upload a PNG or JPEG file.") from None
     return img
+
+
+def thumbnail(arr: np.ndarray, side: int = 96) -> np.ndarray:
+    """A uint8 picture shrunk so its longer side is at most `side` (for showing a step, not computing)."""
+    h, w = arr.shape[:2]
+    if max(h, w) <= side:
+        return arr
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
 
 
 def _grey(img: Image.Image) -> np.ndarray:
     """Grey levels (H, W) float in [0, 255]; transparent areas count as background (white)."""
-    img = ImageOps.exif_transpose(img)
+    img = ImageOps.exif_transpose(img)  # phone photos: the orientation the camera recorded
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16-bit (and 32-bit) grey: scale to 0..255; convert("L") would clamp every value over 255 to white.
+        a = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0  # I;16 / 257 = 8-bit
+        img = Image.fromarray(np.clip(a * (255.0 / top), 0, 255).round().astype(np.uint8))
+    if max(img.size) > WORK_SIDE:
+        img = img.copy()
+        img.thumbnail((WORK_SIDE, WORK_SIDE), Image.BILINEAR)  # keeps the aspect ratio
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

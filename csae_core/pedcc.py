@@ -253,6 +253,20 @@ def _run(n, d, seed, iters, converge, max_iters, tol, polish, hist):
     return u, it, converged
 
 
+MAX_WORK = 2**29  # n*n*d of one iteration (~0.5 G multiply-adds: n=1000, d=512 is ~50 ms); bigger is refused
+MAX_DIM = 4096
+MAX_ITERS = 1_000_000
+
+
+def check_size(n: int, d: int, iters: int = 0, max_iters: int = 0) -> None:
+    """Refuse, before anything is allocated, a PEDCC too big to run in bounded time and memory."""
+    if d > MAX_DIM or n * n * d > MAX_WORK:
+        raise CSAEError(f"{n} classes in {d} dimensions is too big a PEDCC (limits: dim <= {MAX_DIM} and "
+                        f"classes^2 x dim <= {MAX_WORK:,}; e.g. 1000 classes x 512). Fix: fewer classes or dims.")
+    if max(iters, max_iters) > MAX_ITERS:
+        raise CSAEError(f"iterations must be <= {MAX_ITERS:,}, got {max(iters, max_iters):,}")
+
+
 def generate_pedcc(
     n: int,
     d: int,
@@ -289,6 +303,7 @@ def generate_pedcc(
     if iters is not None:
         _check("iters", iters, 0 if converge else 1)
     _check("max_iters", max_iters, 1)
+    check_size(n, d, iters or 0, max_iters)
     if converge and iters is not None and iters >= max_iters:
         raise CSAEError(f"iters ({iters}) must be < max_iters ({max_iters}) in convergence mode")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:

@@ -12,6 +12,8 @@ st.caption("The models were trained on digits only. Letters test how far the dec
 
 decoders = registry.finals(loaders.model_entries(), decoder_only=True)
 model_datasets = registry.datasets(decoders)
+widgets.note_folder_models(model_datasets, "Letters")
+model_datasets = [d for d in model_datasets if d in data.DATASETS]  # grey 28x28 letters fit these models only
 if not model_datasets:
     widgets.no_models("the letters view")
     st.stop()
@@ -84,14 +86,20 @@ st.caption("Upload PNG/JPEG images of handwritten letters (several at once) or d
 up_col, draw_col = st.columns([3, 2])
 uploads = up_col.file_uploader("Images", type=["png", "jpg", "jpeg"], accept_multiple_files=True,
                                key="letter_files")
-# Per-user: the decoded uploads live in this session only, keyed by the uploader's file id.
+# Per-user: the preprocessed uploads (thumbnails and 28x28 inputs, never the full images) live in this
+# session only, keyed by the uploader's file id, at most letters.MAX_LETTERS of them.
 seen = st.session_state.setdefault("letter_inputs", {})
+uploads = list(uploads or [])
+if len(uploads) > letters.MAX_LETTERS:
+    st.warning(f"{len(uploads)} files uploaded: the first {letters.MAX_LETTERS} are used. "
+               f"Remove some to see the others.")
+    uploads = uploads[:letters.MAX_LETTERS]
 inputs = []
-for f in uploads or []:
+for f in uploads:
     if f.file_id not in seen:
         seen[f.file_id] = letters.prepare_image(f.name, f.getvalue())
     inputs.append(seen[f.file_id])
-for stale in set(seen) - {f.file_id for f in uploads or []}:
+for stale in set(seen) - {f.file_id for f in uploads}:
     del seen[stale]
 
 with draw_col:
@@ -100,10 +108,11 @@ with draw_col:
 
         drawn = st_canvas(stroke_width=16, stroke_color="#000000", background_color="#ffffff", height=200,
                           width=200, drawing_mode="freedraw", return_image_data=True, key="letter_canvas")
-        if letters.canvas_is_blank(drawn.image_data):
+        drawing = letters.prepare_canvas(drawn)  # size-checked before any decoding: the value is the browser's
+        if drawing is None:
             st.caption("Draw a letter above (it is read when you release the mouse).")
         else:
-            inputs.append(letters.prepare_image("drawing", drawn.image_bytes))
+            inputs.append(drawing)
     except Exception as e:  # a broken optional component must not take the page down
         st.info(f"The drawing canvas is unavailable here ({type(e).__name__}); uploads still work.")
 

@@ -3,6 +3,7 @@ import numpy as np
 import streamlit as st
 
 from app import loaders, registry, widgets
+from csae_core import data
 
 st.title("Reconstructions")
 st.caption("Each pair of rows: test images, then their reconstructions. More noise β in training blurs the "
@@ -11,6 +12,8 @@ st.caption("Each pair of rows: test images, then their reconstructions. More noi
 entries = loaders.model_entries()
 decoders = widgets.loadable(registry.finals(entries, decoder_only=True))
 csae_datasets = registry.datasets([e for e in decoders if e.kind == "csae"])
+widgets.note_folder_models(csae_datasets, "Reconstructions")
+csae_datasets = [d for d in csae_datasets if d in data.DATASETS]  # the others have no test set to show
 if not csae_datasets:
     widgets.no_models("the reconstruction view")
     st.stop()
@@ -23,11 +26,13 @@ beta = top[1].select_slider("β (noise added to the latent code in training)", o
                             key=f"recon_beta_{dataset}")  # per dataset: their β lists may differ
 epochs = registry.snapshots(entries, dataset, "csae", beta)
 if len(epochs) > 1:
-    epoch = top[2].radio("Epoch (paper scale)", list(epochs), index=len(epochs) - 1, horizontal=True,
-                         key=f"recon_epoch_{beta:g}", help="40/80/120: the snapshots of Fig. 4, where saved")
+    last = epochs[max(epochs)]
+    scale = "paper's 120-epoch scale" if last.paper_epoch else f"of {last.epochs}, {last.recipe} recipe"
+    epoch = top[2].radio(f"Epoch ({scale})", list(epochs), index=len(epochs) - 1, horizontal=True,
+                         key=f"recon_epoch_{beta:g}", help="the snapshots of Fig. 4 (the paper: 40/80/120), where saved")
 else:
     epoch = next(iter(epochs))
-    top[2].caption(f"Epoch {epoch} (no snapshots saved for this β)")
+    top[2].caption(f"{epochs[epoch].epoch_label.capitalize()} (no snapshots saved for this β)")
 entry = epochs[epoch]
 
 folder = loaders.data_folder(dataset)
@@ -68,7 +73,7 @@ if st.toggle("Side by side: every β and the CVAE on the first 16 of these image
     for e in same_epoch:
         r = loaders.reconstruction(e.path, dataset, folder, strip)
         widgets.image_row(loaders.row_png(e.path, dataset, folder, strip),
-                          f"{e.label} (epoch {e.paper_epoch or e.epoch}) · mean MSE {np.mean(r.mse):.5f}")
+                          f"{e.label} ({e.epoch_label}) · mean MSE {np.mean(r.mse):.5f}")
 
 # Warm the cache for the other β values after the page is drawn, so the next slider move is a lookup.
 for e in decoders:
