@@ -37,3 +37,21 @@ def test_pedcc_centroids_project_to_a_simplex_in_pca():
     assert np.isclose(pca.explained.sum(), 1.0)
     assert np.allclose(geometry.pairwise_distances(pca.project(c)), geometry.pairwise_distances(c), atol=1e-5)
     assert np.allclose(geometry.own_centroid_distances(c, np.arange(4), c), 0)
+
+
+def test_tsne_keeps_separated_clusters_apart_and_is_reproducible():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 10)) * 20
+    labels = np.repeat(np.arange(3), 40)
+    x = centres[labels] + rng.normal(size=(120, 10))
+    y = geometry.tsne(x, seed=0)
+    assert y.shape == (120, 2)
+    d = geometry.pairwise_distances(y)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(1)] == labels).all()  # every point's nearest neighbour is of its own cluster
+    assert np.allclose(geometry.tsne(x, seed=0), y)
+
+
+def test_pca_caps_components_at_the_data_rank():
+    pca = geometry.fit_pca(np.eye(2), 3)
+    assert pca.components.shape == (2, 2) and np.isclose(pca.explained.sum(), 1.0)
