@@ -18,7 +18,7 @@ CHECKPOINT_FORMAT = "csae-checkpoint/1"
 MAX_MANIFEST_BYTES = 16 * 1024**2  # a bigger manifest.json is not read (the zoo's is ~30 KB)
 MAX_JSON_BYTES = 256 * 1024**2  # checkpoint JSONs bigger than this are skipped unread
 PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
-TRAIN_COMMANDS = ("python checkpoints/train_zoo.py", "python -m csae_core train --dataset mnist --beta 0.02")
+TRAIN_COMMANDS = ("python checkpoints/zoo.py train", "python -m csae_core train --dataset mnist --beta 0.02")
 
 KIND_TITLES = {"csae": "CSAE", "csae-encoder": "CSAE encoder", "basenet": "Basenet", "cvae": "CVAE"}
 DATASET_ORDER = ("mnist", "fashion-mnist")  # MNIST first: the paper's main dataset, and the letters page's digits
@@ -33,11 +33,12 @@ class ModelEntry:
     kind: str  # csae | csae-encoder | basenet | cvae
     beta: float
     epoch: int
-    paper_epoch: int | None  # the epoch of the paper's 120-epoch schedule this corresponds to
+    paper_epoch: int | None  # the epoch of the paper's 120-epoch run: only for models trained with that recipe
     path: str  # absolute path of the checkpoint .json
     recipe: str | None = None
     test_accuracy: float | None = None
     recon_mse: float | None = None
+    epochs: int | None = None  # the length of the run this checkpoint comes from
 
     @property
     def has_decoder(self) -> bool:
@@ -54,9 +55,16 @@ class ModelEntry:
         return f"{name} β={self.beta:g}" if self.kind == "csae" else name
 
     @property
+    def epoch_label(self) -> str:
+        """'epoch 120' for the paper's recipe; otherwise the real epoch and recipe: 'epoch 4 of 12, cpu-short recipe'."""
+        if self.paper_epoch:
+            return f"epoch {self.paper_epoch}"
+        of = f" of {self.epochs}" if self.epochs else ""
+        return f"epoch {self.epoch}{of}" + (f", {self.recipe} recipe" if self.recipe else "")
+
+    @property
     def long_label(self) -> str:
-        epoch = f"epoch {self.paper_epoch}" if self.paper_epoch else f"epoch {self.epoch}"
-        return f"{self.dataset} · {self.label} · {epoch}"
+        return f"{self.dataset} · {self.label} · {self.epoch_label}"
 
 
 def checkpoints_dir() -> Path:
@@ -84,9 +92,11 @@ def stamp(folder: Path) -> tuple:
     return tuple(out)
 
 
-def _paper_epoch(epoch: int, train: dict | None) -> int | None:
+def _paper_epoch(epoch: int, train: dict | None, recipe: str | None = "paper") -> int | None:
+    """The epoch on the paper's 120-epoch scale, only for runs of the paper's recipe: a 12-epoch CPU run's
+    epoch 4 is not the paper's epoch 40, and labelling it so would overstate its training."""
     epochs = (train or {}).get("epochs")
-    if not epochs:
+    if not epochs or recipe != "paper":
         return None
     return round(PAPER_EPOCHS * epoch / epochs)
 
@@ -123,8 +133,9 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
                 continue  # listed but not (yet) on disk
             entries.append(ModelEntry(
                 dataset=str(row["dataset"]), kind=str(row["model"]), beta=float(row.get("beta", 0.0)),
-                epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch"), path=str(path),
-                recipe=row.get("recipe"), test_accuracy=row.get("test_accuracy"), recon_mse=row.get("recon_mse")))
+                epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch") if row.get("recipe") == "paper" else None,
+                path=str(path), recipe=row.get("recipe"), test_accuracy=row.get("test_accuracy"),
+                recon_mse=row.get("recon_mse"), epochs=row.get("epochs")))
         except (KeyError, TypeError, ValueError):
             continue  # a malformed row hides one model, not the whole zoo
     return entries
@@ -132,6 +143,8 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
 
 def _from_json(path: Path) -> ModelEntry | None:
     try:
+        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
+            return None  # a FIFO or device named *.json would hang or exhaust memory
         meta = json.loads(path.read_text())
         if meta.get("format") != CHECKPOINT_FORMAT:
             return None
@@ -140,12 +153,11 @@ def _from_json(path: Path) -> ModelEntry | None:
         metrics = meta.get("metrics") or {}
         return ModelEntry(
             dataset=str(meta["dataset"]), kind=str(model["kind"]), beta=float(model.get("beta", 0.0)),
-            epoch=epoch, paper_epoch=meta.get("paper_epoch") or _paper_epoch(epoch, meta.get("train")),
+            epoch=epoch, paper_epoch=_paper_epoch(epoch, meta.get("train"), meta.get("recipe")),
             path=str(path.resolve()), recipe=meta.get("recipe"),
-            test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"))
-        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
-            return None  # a FIFO or device named *.json would hang or exhaust memory
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"),
+            epochs=(meta.get("train") or {}).get("epochs"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # not a checkpoint (or being written): skip it
 
 

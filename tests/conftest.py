@@ -35,6 +35,10 @@ def pytest_sessionstart(session):
     from csae_core.data import DATASETS, ENV_VAR, ensure_dataset, find_dataset_dir
     from csae_core.errors import CSAEError
 
+    # The app's background warm-up (app/warmup.py) would run inside AppTest's process during other tests;
+    # tests/test_app.py runs it directly where it is tested.
+    os.environ.setdefault("CSAE_APP_WARMUP", "0")
+
     target = None if os.environ.get(ENV_VAR, "").strip() else PROJECT_ROOT / "data"
     _DATA_NOTES.clear()
     for name in DATASETS:
@@ -114,7 +118,7 @@ def _tiny_model(kind: str, beta: float, seed: int):
 
 
 def make_zoo(folder: Path) -> Path:
-    """Checkpoints + manifest.json (paths relative to `folder`) shaped like checkpoints/train_zoo.py's."""
+    """Checkpoints + manifest.json (paths relative to `folder`) shaped like checkpoints/zoo.py's."""
     rows = []
 
     def add(kind: str, beta: float, epoch: int, name: str, seed: int) -> None:
@@ -125,7 +129,7 @@ def make_zoo(folder: Path) -> Path:
                 "train": {"epochs": 12}, "metrics": {"accuracy": 0.1, "recon_mse": 0.2},
                 "latent_stats": stats if kind != "basenet" else None}
         save_checkpoint(folder / "mnist" / name, model, meta, half=True)
-        rows.append({"dataset": "mnist", "model": kind, "beta": beta, "epoch": epoch,
+        rows.append({"dataset": "mnist", "model": kind, "beta": beta, "epoch": epoch, "epochs": 12,
                      "paper_epoch": PAPER_EPOCHS[epoch], "recipe": "test", "test_accuracy": 0.1,
                      "recon_mse": 0.2, "path": f"mnist/{name}.json"})
 

@@ -24,10 +24,10 @@ def test_scan_reads_the_manifest(app_fixture):
                                                    ("csae-encoder", 0.0)}
     assert all(Path(e.path).is_file() and Path(e.path).is_absolute() for e in entries)
     finals = registry.finals(entries)
-    assert len(finals) == 5 and all(e.paper_epoch == 120 for e in finals)
+    assert len(finals) == 5 and all(e.paper_epoch is None and e.epoch == e.epochs == 12 for e in finals)
     assert len(registry.finals(entries, decoder_only=True)) == 4  # not the encoder-only model
-    assert list(registry.snapshots(entries, "mnist", "csae", 0.0)) == [40, 80, 120]
-    assert list(registry.snapshots(entries, "mnist", "csae", 0.04)) == [120]
+    assert list(registry.snapshots(entries, "mnist", "csae", 0.0)) == [4, 8, 12]
+    assert list(registry.snapshots(entries, "mnist", "csae", 0.04)) == [12]
 
 
 def test_scan_without_manifest_reads_the_checkpoint_jsons(app_fixture, tmp_path):
@@ -39,7 +39,7 @@ def test_scan_without_manifest_reads_the_checkpoint_jsons(app_fixture, tmp_path)
     by_manifest = registry.scan(app_fixture["checkpoints"])
     by_glob = registry.scan(zoo)
     strip = lambda es: sorted((e.dataset, e.kind, e.beta, e.epoch, e.paper_epoch) for e in es)  # noqa: E731
-    assert strip(by_glob) == strip(by_manifest)  # paper epochs derived from train.epochs: 4/12 -> 40
+    assert strip(by_glob) == strip(by_manifest)  # a non-paper recipe has no paper-scale epoch either way
 
 
 def test_scan_skips_bad_or_missing_manifest_rows_and_adds_unlisted_checkpoints(app_fixture, tmp_path):
@@ -78,8 +78,10 @@ def test_checkpoints_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_labels():
-    e = registry.ModelEntry("mnist", "csae", 0.02, 12, 120, "/x.json")
+    e = registry.ModelEntry("mnist", "csae", 0.02, 120, 120, "/x.json", recipe="paper", epochs=120)
     assert e.label == "CSAE β=0.02" and e.long_label == "mnist · CSAE β=0.02 · epoch 120"
+    short = registry.ModelEntry("mnist", "csae", 0.02, 4, None, "/x.json", recipe="cpu-short", epochs=12)
+    assert short.long_label == "mnist · CSAE β=0.02 · epoch 4 of 12, cpu-short recipe"
     assert registry.ModelEntry("mnist", "cvae", 0.0, 12, None, "/x.json").label == "CVAE"
 
 
