@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from .errors import CSAEError
 
 __all__ = ["VALIDATION_IMAGES", "TARGET_TPR", "SCORE_DESCRIPTIONS", "UNKNOWN_SETS", "DIGIT_LIKE_LETTERS",
-           "available_scores", "default_score", "check_scores", "raw_scores_needed", "score_images", "Standardizer",
-           "combine", "threshold_at_tpr", "openset_metrics", "roc_points", "load_known", "load_unknown",
-           "OpenSetResult", "evaluate_openset"]
+           "available_scores", "default_score", "check_scores", "raw_scores_needed", "score_images",
+           "Standardizer", "combine", "threshold_at_tpr", "openset_metrics", "roc_points", "load_known",
+           "load_unknown", "unknown_subsets", "scores_from_raw", "OpenSetResult", "evaluate_openset"]
 
 VALIDATION_IMAGES = 5000  # the last 5,000 training images: the known set's validation split
 TARGET_TPR = 0.95  # keep 95 % of known images: the usual operating point (FPR at 95 % TPR)
@@ -233,10 +233,9 @@ def roc_points(known: np.ndarray, unknown: np.ndarray, max_points: int = 400) ->
 
 def _pad(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, 28, 28) -> (N, 1, size, size), zero-padded centrally as the models were trained."""
-    pad = (size - images.shape[-1]) // 2
-    if pad < 0:
-        raise CSAEError(f"model image size {size} is smaller than the {images.shape[-1]} px images")
-    return F.pad(images[:, None], (pad, size - images.shape[-1] - pad) * 2)
+    from .preprocess import pad
+
+    return pad(images[:, None], size)
 
 
 def _subsample(n: int, limit: int) -> torch.Tensor:
@@ -273,6 +272,19 @@ def load_unknown(name: str, size: int, data_dir=None, limit: int = 0) -> tuple[t
         images, labels = images[keep], labels[keep]
     idx = _subsample(len(labels), limit)
     return _pad(images[idx], size), labels[idx]
+
+
+def unknown_subsets(name: str, labels) -> dict[str, np.ndarray]:
+    """Subsets of unknown set `name` also worth reporting, as boolean masks over its images: EMNIST
+    letters without the digit-like letters (the shipped test split holds a-m, so that drops i and l)."""
+    from . import data
+
+    dataset, _, leave_out = UNKNOWN_SETS.get(name, (None, None, None))
+    if dataset != "emnist-letters" or leave_out:
+        return {}
+    names = data.DATASETS[dataset].class_names
+    drop = [names.index(c) for c in DIGIT_LIKE_LETTERS]
+    return {f"emnist-letters-no-{DIGIT_LIKE_LETTERS}": ~np.isin(np.asarray(labels), drop)}
 
 
 # ---------------------------------------------------------------- one model against one unknown set
