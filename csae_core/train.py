@@ -240,7 +240,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
         pedcc = generate_pedcc(mcfg.num_classes, mcfg.latent_dim, seed=cfg.pedcc_seed,
                                iters=cfg.pedcc_iters or None, converge=not cfg.pedcc_iters)
         centroids = pedcc.scaled()
-    pedcc_info = {"seed": cfg.pedcc_seed, **{k: v for k, v in pedcc_metrics(centroids).items()
+    # How the centroids were made: the paper's fixed count q (Algorithm 1) or the convergence mode.
+    mode = {"mode": "fixed", "iterations": cfg.pedcc_iters} if cfg.pedcc_iters else {"mode": "converge"}
+    pedcc_info = {"seed": cfg.pedcc_seed, **mode, **{k: v for k, v in pedcc_metrics(centroids).items()
                                              if k in ("max_cosine", "min_distance", "simplex_gap")}}
 
     torch.manual_seed(cfg.seed)  # the initial weights

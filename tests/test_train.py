@@ -145,3 +145,17 @@ def test_validation_split_is_the_training_tail_and_never_the_test_set(tmp_path, 
     assert "val_accuracy" in ck.meta["history"][-1] and "test_accuracy" not in ck.meta["history"][-1]
     with pytest.raises(CSAEError, match="val-images"):
         T.validation_split((tx, ty), len(ty))
+
+
+def test_pedcc_iters_runs_the_papers_fixed_count(tmp_path):
+    """--pedcc-iters Q: Algorithm 1 with q iterations (the authors used 200), recorded in the checkpoint."""
+    from csae_core.pedcc import generate_pedcc
+
+    train(TrainConfig(dataset="mnist", out=str(tmp_path / "q"), epochs=1, batch_size=32, epoch_images=32,
+                      test_images=20, stats_images=20, pedcc_iters=200), ModelConfig(**TINY),
+          log=lambda r: None, progress=False)
+    ck = load_checkpoint(tmp_path / "q")
+    assert ck.meta["pedcc"]["mode"] == "fixed" and ck.meta["pedcc"]["iterations"] == 200
+    fixed = generate_pedcc(10, 40, seed=0, iters=200, converge=False).scaled()
+    assert torch.allclose(ck.model.centroids, fixed.float())
+    assert not torch.allclose(fixed.float(), generate_pedcc(10, 40, seed=0, converge=True).scaled().float(), atol=1e-4)
