@@ -34,9 +34,10 @@ def choose_indices(labels: np.ndarray, class_index: int | None, n: int, seed: in
 
 
 @torch.no_grad()
-def reconstruct(model, images28: np.ndarray) -> Recon:
-    """Reconstruct uint8 28x28 images (N, 28, 28) with a decoder model (CSAE, or CVAE under its predicted label)."""
-    x = to_model_input(images28)  # (N, 1, 32, 32), padded like training
+def reconstruct(model, images: np.ndarray) -> Recon:
+    """Reconstruct uint8 images (N, 32, 32) (28 px ones are padded) with a decoder model (CSAE, or CVAE
+    under its predicted label)."""
+    x = to_model_input(images)  # (N, 1, 32, 32) in [0, 1]
     recon = model.reconstruct(x.contiguous(memory_format=torch.channels_last))  # matches the app's model layout
     mse = reconstruction_errors(recon, x)
     return Recon(to_uint8(recon), mse.numpy(), psnr(mse).numpy())
@@ -49,9 +50,9 @@ def reconstruct_letters(model, x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def latents(model, images28: np.ndarray, batch_size: int = 250) -> np.ndarray:
-    """Latent codes (N, d) float32 of uint8 images (N, 28, 28) (padded to 32 like training)."""
-    x = to_model_input(images28)
+def latents(model, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    """Latent codes (N, d) float32 of uint8 images (N, 32, 32) (28 px ones are padded, like training)."""
+    x = to_model_input(images)
     return encode(model, x, batch_size=batch_size).numpy()
 
 

@@ -1,4 +1,4 @@
-"""Image grids as PNG bytes for st.image. Tiling is csae_core.images.to_grid; this adds the
+"""Image grids as PNG bytes for st.image: uint8 arrays tiled in numpy (no float round trip), the
 paper's layouts (ground truth row above its reconstruction row) and nearest-neighbour upscaling
 (28-32 px digits are unreadable at screen size, and browser smoothing would blur them)."""
 from __future__ import annotations
@@ -6,40 +6,37 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import torch
 from PIL import Image
 
-from csae_core.images import to_grid
+from csae_core.preprocess import pad
 
 SCALE = 3  # display magnification of 32 px images
 MAX_WIDTH = 1460  # st.image shrinks (bilinear) anything wider; wide strips get a smaller scale instead
+GUTTER = 128  # grey between the tiles (csae_core.images.to_grid's 0.5)
 
 
-def pad32(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> (N, 32, 32) with a black border, as the models see them (32 px stays as is)."""
-    images = np.asarray(images)
-    p = 32 - images.shape[-1]
-    return np.pad(images, ((0, 0), (p // 2, p - p // 2), (p // 2, p - p // 2))) if p > 0 else images
-
-
-def _as_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, 32, 32) in [0, 1]."""
-    return torch.as_tensor(pad32(images)).float()[:, None] / 255
-
-
-def grid(images: np.ndarray, nrow: int) -> np.ndarray:
-    """uint8 picture tiling uint8 images (N, H, W), nrow per row."""
-    return to_grid(_as_float(images), nrow=nrow)
+def grid(images: np.ndarray, nrow: int, gap: int = 2) -> np.ndarray:
+    """uint8 picture (H, W) tiling uint8 images (N, h, w), nrow per row; 28 px images are padded to 32
+    first, as the models see them."""
+    images = pad(np.asarray(images, dtype=np.uint8))
+    n, h, w = images.shape
+    nrow = max(1, min(nrow, n))
+    rows = -(-n // nrow)
+    out = np.full((rows * (h + gap) + gap, nrow * (w + gap) + gap), GUTTER, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, nrow)
+        out[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = image
+    return out
 
 
 def comparison_grid(originals: np.ndarray, recons: np.ndarray, nrow: int) -> np.ndarray:
     """Fig. 4 layout: each row of `nrow` originals is followed by the row of their reconstructions."""
-    originals, recons = pad32(originals), pad32(recons)
+    originals, recons = pad(np.asarray(originals)), pad(np.asarray(recons))
     rows = []
     for i in range(0, len(originals), nrow):
         rows += [originals[i:i + nrow], recons[i:i + nrow]]
-    pad = [np.concatenate([r, np.zeros((nrow - len(r), *r.shape[1:]), r.dtype)]) for r in rows]
-    return grid(np.concatenate(pad), nrow)
+    filled = [np.concatenate([r, np.zeros((nrow - len(r), *r.shape[1:]), r.dtype)]) for r in rows]
+    return grid(np.concatenate(filled), nrow)
 
 
 def png(picture: np.ndarray, scale: int = SCALE) -> bytes:

@@ -1,17 +1,26 @@
 """Every cache of the app, in one place.
 
-* Models: st.cache_resource keyed by checkpoint path, one copy per process shared by all users;
-  nothing may mutate them (they are in eval mode and only ever run under no_grad).
-* Arrays derived from data or models: st.cache_data, keyed by plain values (checkpoint path,
-  dataset folder, image indices), so a key never depends on a model object.
-* Dataset folders are part of the keys (`data_folder`), so a download or a changed
-  CSAE_DATA_DIR is picked up instead of serving stale arrays.
+* Models: st.cache_resource, one copy per process shared by all users; nothing may mutate them
+  (they are in eval mode and only ever run under no_grad).
+* Everything derived from a checkpoint is keyed by (path, mtime, size) of its JSON (`per_checkpoint`):
+  a checkpoint rewritten in place (the zoo re-exporting a model while the app runs) gets new entries,
+  and no other cache entry, of this user or another, is dropped. Old entries age out (max_entries).
+* Test images: st.cache_resource, one read-only uint8 copy per process, already padded to the models'
+  32 px (st.cache_data would copy the 10 MB array on every call); converted to floats once, per batch,
+  by csae_core.preprocess.
+* Arrays derived from data or models: st.cache_data, keyed by plain values (checkpoint, dataset
+  folder, image indices), so a key never depends on a model object. Dataset folders are part of the
+  keys (`data_folder`), so a download or a changed CSAE_DATA_DIR is picked up.
+* User letters (uploads, drawings) are never in a process-wide cache: a per-session memo
+  (st.session_state) keeps their results for that session's reruns only.
 
 The reconstruction grid of one (checkpoint, image selection) is cached as finished PNG bytes:
 moving the beta slider back to a seen value costs one cache lookup.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -22,14 +31,16 @@ import torch
 
 from csae_core import data
 from csae_core.checkpoint import Checkpoint, load_checkpoint
-from csae_core.images import letter_tensor
+from csae_core.geometry import tsne
 from csae_core.pedcc import PEDCCResult, generate_pedcc
+from csae_core.preprocess import pad, to_model_input, to_uint8
 from csae_core.sample import decode_latents, interpolate_latents, sample_images
 
 from . import analysis, grids, registry
 
 HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
+SESSION_MEMO = 64  # user-letter results remembered per session (oldest dropped first)
 THREADS_ENV = "CSAE_APP_THREADS"  # torch intra-op threads of the app process (default 1)
 
 
@@ -69,24 +80,10 @@ _warned: set[str] = set()
 
 # ---------------------------------------------------------------- models
 
-_last_stamps: dict[str, tuple] = {}  # checkpoints folder -> its stamp when last scanned (process-wide)
-
-
 def model_entries() -> list[registry.ModelEntry]:
-    """All checkpoints under the checkpoints folder; re-read only when a file there changes.
-
-    Caches are keyed by checkpoint path, so a checkpoint rewritten in place (the zoo re-exporting
-    a model while the app runs) would keep serving the old weights: when a known file changed,
-    the model and array caches are dropped. New files alone change nothing cached.
-    """
-    folder = str(registry.checkpoints_dir())
-    stamp = registry.stamp(Path(folder))
-    before = dict((p, rest) for p, *rest in _last_stamps.get(folder, ()))
-    if any(p in before and before[p] != rest for p, *rest in stamp):
-        load_model.clear()
-        st.cache_data.clear()
-    _last_stamps[folder] = stamp
-    return _scan(folder, stamp)
+    """All checkpoints under the checkpoints folder; re-read only when a file there changes."""
+    folder = registry.checkpoints_dir()
+    return _scan(str(folder), registry.stamp(folder))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -94,9 +91,32 @@ def _scan(folder: str, stamp: tuple) -> list[registry.ModelEntry]:
     return registry.scan(Path(folder))  # `stamp` (file mtimes and sizes) is only part of the key
 
 
+def checkpoint_stamp(path: str | None) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a checkpoint JSON; None for no checkpoint or a missing file (loading then
+    raises the CSAEError that names the problem)."""
+    if path is None:
+        return None
+    try:
+        s = os.stat(path)
+    except OSError:
+        return None
+    return s.st_mtime_ns, s.st_size
+
+
+def per_checkpoint(cached):
+    """`f(path, *args)` for a cached `cached(path, stamp, *args)`: the checkpoint file's (mtime, size)
+    joins the cache key, so a checkpoint rewritten in place is recomputed, and nothing else is dropped."""
+    @functools.wraps(cached)
+    def call(path, *args, **kwargs):
+        return cached(path, checkpoint_stamp(path), *args, **kwargs)
+    call.clear = cached.clear
+    return call
+
+
+@per_checkpoint
 @st.cache_resource(show_spinner="Loading the model…", max_entries=48)
-def load_model(path: str) -> Checkpoint:
-    """The checkpoint at `path` (model in eval mode), loaded once per process."""
+def load_model(path: str, stamp) -> Checkpoint:
+    """The checkpoint at `path` (model in eval mode), loaded once per process and file version."""
     ckpt = load_checkpoint(path)
     ckpt.model.requires_grad_(False)
     # NHWC weights: oneDNN's CPU convolutions are ~1.5x faster (32 MNIST reconstructions with the
@@ -127,15 +147,19 @@ def _dataset_status(folders: tuple) -> list[dict]:
     return data.check_datasets()  # `folders` is only part of the key
 
 
+@st.cache_resource(show_spinner="Reading the test images…", max_entries=8)
 def _split(name: str, split: str, folder: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = data.load_split(name, split, data_dir=folder)  # csae_core caches the parsed file
-    return images.numpy(), labels.numpy()
+    """uint8 images (N, 32, 32), padded as the models see them, and labels (N,): read-only, one copy per process."""
+    images, labels = data.load_split(name, split, data_dir=folder)
+    images, labels = pad(images.numpy()), labels.numpy().copy()
+    images.flags.writeable = labels.flags.writeable = False  # shared by every session
+    return images, labels
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def test_selection(name: str, folder: str, class_index: int | None, n: int, seed: int,
                    split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indices, uint8 images (n, 28, 28), labels) of n test images, random or from one class."""
+    """(indices, uint8 images (n, 32, 32), labels) of n test images, random or from one class."""
     images, labels = _split(name, split, folder)
     idx = analysis.choose_indices(labels, class_index, n, seed)
     return idx, images[idx], labels[idx]
@@ -148,23 +172,27 @@ def split_labels(name: str, folder: str, split: str = "test") -> np.ndarray:
 
 # ---------------------------------------------------------------- reconstructions
 
+@per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=512)
-def reconstruction(path: str, name: str, folder: str, indices: tuple[int, ...], split: str = "test") -> analysis.Recon:
+def reconstruction(path: str, stamp, name: str, folder: str, indices: tuple[int, ...],
+                   split: str = "test") -> analysis.Recon:
     """Reconstructions and per-image MSE/PSNR of test images `indices` by the checkpoint at `path`."""
     images, _ = _split(name, split, folder)
     return analysis.reconstruct(load_model(path).model, images[list(indices)])
 
 
+@per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=512)
-def comparison_png(path: str, name: str, folder: str, indices: tuple[int, ...], nrow: int) -> bytes:
+def comparison_png(path: str, stamp, name: str, folder: str, indices: tuple[int, ...], nrow: int) -> bytes:
     """PNG of the Fig. 4 grid (originals above reconstructions) for one checkpoint and image selection."""
     images, _ = _split(name, "test", folder)
     rec = reconstruction(path, name, folder, indices)
     return grids.png(grids.comparison_grid(images[list(indices)], rec.images, nrow))
 
 
+@per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=512)
-def row_png(path: str | None, name: str, folder: str, indices: tuple[int, ...]) -> bytes:
+def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int, ...]) -> bytes:
     """One row of images: the originals (path None) or one checkpoint's reconstructions."""
     if path is None:
         images, _ = _split(name, "test", folder)
@@ -176,25 +204,41 @@ def row_png(path: str | None, name: str, folder: str, indices: tuple[int, ...]) 
 
 # ---------------------------------------------------------------- latents
 
+@per_checkpoint
 @st.cache_data(show_spinner="Encoding test images…", max_entries=32)
-def test_latents(path: str, name: str, folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def test_latents(path: str, stamp, name: str, folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Latents (n, d) of the first n test images (a fixed, class-balanced-enough prefix) and their labels."""
     images, labels = _split(name, "test", folder)
     return analysis.latents(load_model(path).model, images[:n]), labels[:n]
 
 
+@per_checkpoint
+@st.cache_data(show_spinner="Running t-SNE (a few seconds per thousand codes)…", max_entries=16)
+def test_latents_tsne(path: str, stamp, name: str, folder: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """2-D t-SNE of the first n test latents, and of the model's PEDCC centroids embedded with them
+    (t-SNE cannot place new points afterwards): ((n, 2), (classes, 2) or None)."""
+    z, _ = test_latents(path, name, folder, n)
+    model = load_model(path).model
+    centroids = model.centroids.cpu().numpy() if model.has_centroids else None
+    points = z if centroids is None else np.concatenate([z, centroids])
+    y = tsne(points, seed=seed)
+    return (y, None) if centroids is None else (y[:len(z)], y[len(z):])
+
+
 # ---------------------------------------------------------------- sampling
 
+@per_checkpoint
 @st.cache_data(show_spinner="Sampling…", max_entries=128)
-def samples_png(path: str, classes: tuple[int, ...], n: int, temperature: float, seed: int) -> bytes:
+def samples_png(path: str, stamp, classes: tuple[int, ...], n: int, temperature: float, seed: int) -> bytes:
     """Decoded samples from each class's latent Gaussian (one row per class) as PNG."""
     ckpt = load_model(path)
     images, _ = sample_images(ckpt.model, list(classes), n, ckpt.latent_stats(), temperature, seed)
-    return grids.png(grids.grid(analysis.to_uint8(images), nrow=n))
+    return grids.png(grids.grid(to_uint8(images), nrow=n))
 
 
+@per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=128)
-def interpolation_png(path: str, a: int, b: int, steps: int, use_means: bool) -> bytes:
+def interpolation_png(path: str, stamp, a: int, b: int, steps: int, use_means: bool) -> bytes:
     """Decoded straight path (CSAE) from class a's centre to class b's (PEDCC centroids or learned means)."""
     ckpt = load_model(path)
     if use_means:
@@ -202,43 +246,64 @@ def interpolation_png(path: str, a: int, b: int, steps: int, use_means: bool) ->
     else:
         centres = ckpt.model.centroids.cpu()
     z = interpolate_latents(centres[a], centres[b], steps)
-    return grids.png(grids.grid(analysis.to_uint8(decode_latents(ckpt.model, z)), nrow=steps))
+    return grids.png(grids.grid(to_uint8(decode_latents(ckpt.model, z)), nrow=steps))
 
 
 # ---------------------------------------------------------------- letters
 
-# User letters are not cached: a process-wide cache would keep what one user uploaded. They are
-# a handful of images, so running them through each model on every rerun is cheap.
+# User letters never go into a process-wide cache (it would keep what one user uploaded): a memo in
+# the user's own session state spares re-encoding them on every rerun of that session.
 
-def letters_png(path: str, images28: np.ndarray) -> bytes:
-    """One row: a checkpoint's reconstructions of 28x28 letter images."""
-    x = letter_tensor(list(images28))
-    recon = analysis.reconstruct_letters(load_model(path).model, x)
+def _letters_png(path: str, images28: np.ndarray) -> bytes:
+    recon = analysis.reconstruct_letters(load_model(path).model, to_model_input(images28))
     return grids.png(grids.grid(recon, nrow=min(len(images28), LETTERS_PER_ROW)))
 
 
+def _letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return analysis.nearest_classes(load_model(path).model, to_model_input(images28))
+
+
+def _session_memo(what: str, path: str, images: np.ndarray, compute):
+    """compute(), remembered in this session's st.session_state for (what, checkpoint version, images)."""
+    images = np.ascontiguousarray(images)
+    key = (what, path, checkpoint_stamp(path), images.shape, hashlib.sha256(images.tobytes()).hexdigest())
+    memo = st.session_state.setdefault("_letters_memo", {})
+    if key not in memo:
+        while len(memo) >= SESSION_MEMO:
+            memo.pop(next(iter(memo)))  # oldest first
+        memo[key] = compute()
+    return memo[key]
+
+
+def letters_png(path: str, images28: np.ndarray) -> bytes:
+    """One row: a checkpoint's reconstructions of 28x28 letter images (memoised per session)."""
+    return _session_memo("png", path, images28, lambda: _letters_png(path, images28))
+
+
 def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest PEDCC class and its distance for each 28x28 letter image."""
-    return analysis.nearest_classes(load_model(path).model, letter_tensor(list(images28)))
+    """Nearest PEDCC class and its distance for each 28x28 letter image (memoised per session)."""
+    return _session_memo("nearest", path, images28, lambda: _letters_nearest(path, images28))
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def emnist_letters(name: str, folder: str, split: str, indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (k, 28, 28) and labels of EMNIST letters `indices` of `split`."""
+    """uint8 images (k, 32, 32) and labels of EMNIST letters `indices` of `split`."""
     images, labels = _split(name, split, folder)
     return images[list(indices)], labels[list(indices)]
 
 
+@per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=256)
-def emnist_letters_png(path: str, name: str, folder: str, split: str, indices: tuple[int, ...]) -> bytes:
+def emnist_letters_png(path: str, stamp, name: str, folder: str, split: str, indices: tuple[int, ...]) -> bytes:
     """letters_png for dataset letters (cached: the key is the dataset selection, not user data)."""
-    return letters_png(path, emnist_letters(name, folder, split, indices)[0])
+    return _letters_png(path, emnist_letters(name, folder, split, indices)[0])
 
 
+@per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=256)
-def emnist_letters_nearest(path: str, name: str, folder: str, split: str,
+def emnist_letters_nearest(path: str, stamp, name: str, folder: str, split: str,
                            indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    return letters_nearest(path, emnist_letters(name, folder, split, indices)[0])
+    return _letters_nearest(path, emnist_letters(name, folder, split, indices)[0])
 
 
 # ---------------------------------------------------------------- PEDCC

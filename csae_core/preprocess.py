@@ -48,7 +48,11 @@ def to_model_input(images, size: int = MODEL_SIZE):
     """
     import torch
 
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if not isinstance(images, torch.Tensor):
+        images = np.asarray(images)
+        if not images.flags.writeable:  # a shared read-only array (the app's cached test images)
+            images = images.copy()  # uint8: a quarter of the float tensor made from it below
+    x = torch.as_tensor(images)
     if x.dim() == 3:
         x = x[:, None]  # (N, 1, H, W)
     if x.dim() != 4:

@@ -1,12 +1,20 @@
-"""Latent space: a 2-D/3-D PCA of test-set latent codes, coloured by class, with the PEDCC centroids."""
+"""Latent space: test-set latent codes in 2-D/3-D (PCA) or 2-D (t-SNE), coloured by class, with the PEDCC
+centroids; and how the codes classify (nearest centroid) as a confusion matrix."""
+import numpy as np
+import pandas as pd
 import streamlit as st
+from sklearn.metrics import confusion_matrix
 
 from app import figures, loaders, registry, widgets
 from csae_core import geometry
 
+PROJECTIONS = {"PCA 2-D": 2, "PCA 3-D": 3, "t-SNE 2-D": "tsne"}
+TSNE_MAX = 2000  # t-SNE takes a few seconds per thousand codes on a busy core; PCA takes any number
+
 st.title("Latent space")
-st.caption("Each dot is the latent code of one test image, projected to its first principal components. A CSAE "
-           "pulls each class onto its predefined centroid (black diamonds, projected with the same PCA).")
+st.caption("Each dot is the latent code of one test image. A CSAE pulls each class onto its predefined centroid "
+           "(black diamonds). PCA is a linear projection (the centroids are projected with it); t-SNE keeps "
+           "neighbourhoods instead of distances (the centroids are embedded along with the codes).")
 
 entries = registry.finals(loaders.model_entries())
 if not entries:
@@ -15,8 +23,9 @@ if not entries:
 
 c = st.columns([3, 1, 1])
 entry = widgets.choose_model(entries, key="latent_model", where=c[0])
-dims = c[1].radio("Projection", [2, 3], format_func=lambda k: f"{k}-D", horizontal=True, key="latent_dims")
-n = c[2].select_slider("Test images", [500, 1000, 2000, 5000, 10_000], value=1000, key="latent_n")
+how = c[1].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
+sizes = [500, 1000, 2000] if PROJECTIONS[how] == "tsne" else [500, 1000, 2000, 5000, 10_000]
+n = c[2].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
 
 folder = loaders.data_folder(entry.dataset)
 if folder is None:
@@ -25,10 +34,26 @@ if folder is None:
 
 ckpt = widgets.load_or_stop(entry)
 z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
-pca = geometry.fit_pca(z, dims)
-centroids = pca.project(ckpt.model.centroids.cpu().numpy()) if entry.has_centroids else None
-titles = [f"PC{i + 1} ({v:.0%} of the variance)" for i, v in enumerate(pca.explained)]
-st.plotly_chart(figures.latent_scatter(pca.project(z), labels, ckpt.class_names, centroids, titles),
-                key="latent_fig")
-st.caption(f"{len(z)} test images of {entry.dataset}, {entry.long_label}; the first {dims} components explain "
-           f"{pca.explained.sum():.0%} of the latent variance (d = {z.shape[1]}).")
+centroids = ckpt.model.centroids.cpu().numpy() if entry.has_centroids else None
+if PROJECTIONS[how] == "tsne":
+    proj, proj_centroids = loaders.test_latents_tsne(entry.path, entry.dataset, folder, n)
+    titles = ["t-SNE 1", "t-SNE 2"]
+    note = "t-SNE distances between clusters carry no meaning; neighbourhoods do"
+else:
+    pca = geometry.fit_pca(z, PROJECTIONS[how])
+    proj, proj_centroids = pca.project(z), None if centroids is None else pca.project(centroids)
+    titles = [f"PC{i + 1} ({v:.0%} of the variance)" for i, v in enumerate(pca.explained)]
+    note = f"the first {len(pca.explained)} components explain {pca.explained.sum():.0%} of the latent variance"
+st.plotly_chart(figures.latent_scatter(proj, labels, ckpt.class_names, proj_centroids, titles), key="latent_fig")
+st.caption(f"{len(z)} test images of {entry.dataset}, {entry.long_label}; {note} (d = {z.shape[1]}).")
+
+if centroids is not None:
+    with st.expander("How these codes classify: confusion matrix of the nearest centroid"):
+        predicted = np.linalg.norm(z[:, None] - centroids[None], axis=2).argmin(1)  # (n, classes) distances
+        k = len(ckpt.class_names)
+        table = pd.DataFrame(confusion_matrix(labels, predicted, labels=np.arange(k)),
+                             index=pd.Index(ckpt.class_names, name="true"),
+                             columns=pd.Index(ckpt.class_names, name="predicted"))
+        st.dataframe(table)
+        st.caption(f"Rows: true class, columns: nearest PEDCC centroid; {np.mean(predicted == labels):.2%} of these "
+                   f"{len(z)} test images on the diagonal.")

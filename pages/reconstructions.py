@@ -1,5 +1,10 @@
-"""Reconstructions (Fig. 4/5): test images and their reconstructions for each β, epoch and the CVAE."""
+"""Reconstructions (Fig. 4/5): test images and their reconstructions for each β, epoch and the CVAE.
+
+Only the chosen dataset's models are loaded; the β slider picks a checkpoint path and
+loaders.comparison_png (cached per checkpoint version and image selection) does the rest.
+"""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from app import loaders, registry, widgets
@@ -10,8 +15,8 @@ st.caption("Each pair of rows: test images, then their reconstructions. More noi
            "reconstructions a little but makes the decoder robust (compare the Class sampling page).")
 
 entries = loaders.model_entries()
-decoders = widgets.loadable(registry.finals(entries, decoder_only=True))
-csae_datasets = registry.datasets([e for e in decoders if e.kind == "csae"])
+finals = registry.finals(entries, decoder_only=True)  # read from the manifest: nothing loaded yet
+csae_datasets = registry.datasets([e for e in finals if e.kind == "csae"])
 widgets.note_folder_models(csae_datasets, "Reconstructions")
 csae_datasets = [d for d in csae_datasets if d in data.DATASETS]  # the others have no test set to show
 if not csae_datasets:
@@ -20,6 +25,10 @@ if not csae_datasets:
 
 top = st.columns([1, 2, 1])
 dataset = widgets.choose_dataset(csae_datasets, key="recon_dataset", where=top[0])
+decoders = widgets.loadable([e for e in finals if e.dataset == dataset])  # this dataset's models only
+if not any(e.kind == "csae" for e in decoders):
+    widgets.no_models("the reconstruction view", dataset)
+    st.stop()
 betas = sorted({e.beta for e in decoders if e.dataset == dataset and e.kind == "csae"})
 beta = top[1].select_slider("β (noise added to the latent code in training)", options=betas,
                             value=betas[min(1, len(betas) - 1)], format_func=lambda b: f"{b:g}",
@@ -62,11 +71,11 @@ m2.metric("Mean PSNR", f"{rec.psnr.mean():.2f} dB")
 if entry.test_accuracy is not None:
     m3.metric("Test accuracy", f"{entry.test_accuracy:.2%}", help="as recorded in the manifest or the checkpoint")
 with st.expander("MSE and PSNR per image"):
-    st.dataframe([{"position": i + 1, "test index": int(t), "class": names[int(c)], "MSE": float(m),
-                   "PSNR (dB)": float(p)} for i, (t, c, m, p) in enumerate(zip(indices, labels, rec.mse, rec.psnr))],
+    st.dataframe(pd.DataFrame({"position": np.arange(1, len(indices) + 1), "test index": indices,
+                               "class": [names[int(c)] for c in labels], "MSE": rec.mse, "PSNR (dB)": rec.psnr}),
                  hide_index=True)
 
-same_epoch = [e for e in decoders if e.dataset == dataset]  # finals: every β and the CVAE
+same_epoch = decoders  # finals of this dataset: every β and the CVAE
 if st.toggle("Side by side: every β and the CVAE on the first 16 of these images", key="recon_strip"):
     strip = key[:16]
     widgets.image_row(loaders.row_png(None, dataset, folder, strip), "test images")
@@ -77,5 +86,5 @@ if st.toggle("Side by side: every β and the CVAE on the first 16 of these image
 
 # Warm the cache for the other β values after the page is drawn, so the next slider move is a lookup.
 for e in decoders:
-    if e.dataset == dataset and e.kind == "csae" and e.path != entry.path:
+    if e.kind == "csae" and e.path != entry.path:
         loaders.comparison_png(e.path, dataset, folder, key, nrow)

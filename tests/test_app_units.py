@@ -206,7 +206,6 @@ def test_no_legacy_pages_folder_next_to_the_entrypoint():
     # Streamlit's legacy auto-discovery looks for pages/ next to the main script; st.navigation
     # turns it off anyway, and there is none there (the browser test checks the sidebar too).
     assert not (ROOT / "app" / "pages").exists()
-    assert "st.navigation(" in (ROOT / "app" / "explorer.py").read_text()
 
 
 def test_a_rewritten_checkpoint_is_not_served_from_the_cache(app_fixture, tmp_path, monkeypatch):
@@ -223,6 +222,41 @@ def test_a_rewritten_checkpoint_is_not_served_from_the_cache(app_fixture, tmp_pa
     shutil.copy(zoo / "mnist" / "csae-b0.04.json", zoo / "mnist" / "extra.json")  # a new file: no reset
     loaders.model_entries()
     assert loaders.load_model(entry.path) is first
+    other = next(e for e in loaders.model_entries() if e.kind == "csae")
+    kept = loaders.load_model(other.path)
     os.utime(entry.path, ns=(1, 1))  # the zoo re-exported this model in place
-    loaders.model_entries()
     assert loaders.load_model(entry.path) is not first
+    assert loaders.load_model(other.path) is kept  # no global clear: other checkpoints stay cached
+
+
+def test_grid_tiles_uint8_images_exactly():
+    images = np.arange(3 * 28 * 28, dtype=np.int64).reshape(3, 28, 28).astype(np.uint8)
+    g = grids.grid(images, nrow=2)
+    assert g.shape == (2 + 2 * 34, 2 + 2 * 34) and g.dtype == np.uint8
+    assert np.array_equal(g[2 + 2:2 + 30, 2 + 2:2 + 30], images[0])  # padded to 32, 2 px gutter
+    assert np.array_equal(g[36 + 2:36 + 30, 2 + 2:2 + 30], images[2])  # second row, first column
+    assert (g[2 + 34:2 + 34 + 32, 2 + 34:2 + 34 + 32] == grids.GUTTER).all()  # the empty fourth tile
+    assert (g[2:2 + 32, 2:4] == 0).all()  # the 2 px black padding left of a 28 px digit
+
+
+def test_user_letter_results_are_memoised_per_session(app_fixture, monkeypatch):
+    from app import loaders
+
+    monkeypatch.setenv(registry.ENV_VAR, str(app_fixture["checkpoints"]))
+    entry = next(e for e in loaders.model_entries() if e.kind == "csae")
+    memo_home: dict = {}
+    monkeypatch.setattr(loaders.st, "session_state", memo_home)
+    calls = []
+    real = loaders.analysis.reconstruct_letters
+    monkeypatch.setattr(loaders.analysis, "reconstruct_letters", lambda m, x: calls.append(1) or real(m, x))
+    letters28 = np.zeros((2, 28, 28), np.uint8)
+    letters28[:, 8:20, 12:16] = 255
+    first = loaders.letters_png(entry.path, letters28)
+    assert loaders.letters_png(entry.path, letters28) == first and len(calls) == 1  # the rerun is a lookup
+    other = letters28.copy()
+    other[0, 0, 0] = 1
+    loaders.letters_png(entry.path, other)
+    assert len(calls) == 2  # different pixels: computed
+    monkeypatch.setattr(loaders.st, "session_state", {})  # another session: its own memo
+    loaders.letters_png(entry.path, letters28)
+    assert len(calls) == 3 and len(memo_home["_letters_memo"]) == 2
