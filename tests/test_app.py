@@ -163,6 +163,20 @@ def test_pedcc_sphere_has_frames_and_metrics():
 
 
 @pytest.mark.usefixtures("app_env")
+def test_latent_space_tsne_and_confusion_matrix():
+    at = open_page("latent_space")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["xaxis"]["title"]["text"].startswith("PC1")
+    confusion = at.dataframe[-1].value  # rows: true class, columns: nearest centroid
+    assert confusion.shape == (10, 10) and confusion.to_numpy().sum() == 200  # the fixture's 200 test images
+    at.radio(key="latent_projection").set_value("t-SNE 2-D").run()
+    assert not at.exception, [e.value for e in at.exception]
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "t-SNE 1"
+    assert _points(spec["data"][-1]) == 10  # the centroids, embedded with the codes
+
+
+@pytest.mark.usefixtures("app_env")
 def test_sampling_grid_and_temperature():
     at = open_page("class_sampling")
     grid = image_urls(at)[0]
