@@ -30,7 +30,7 @@ from .errors import CSAEError
 from .model import ModelConfig, build_model
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes",
-           "save_tensors", "load_tensors", "clean_stale_tmp", "read_regular_file", "FORMAT", "MAX_WEIGHTS_BYTES"]
+           "save_tensors", "load_tensors", "clean_stale_tmp", "writable_dir", "read_regular_file", "FORMAT", "MAX_WEIGHTS_BYTES"]
 
 FORMAT = "csae-checkpoint/1"
 MAX_WEIGHTS_BYTES = 2 * 1024**3  # a safetensors file bigger than this is refused unread (the zoo's are ~2.5 MB)
@@ -62,6 +62,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise CSAEError(f"cannot write {path}: {e.strerror or e}. Fix: free disk space or choose another "
                             f"path.") from None
         raise
+
+
+def writable_dir(folder: str | Path) -> Path:
+    """`folder`, created if needed; a path that is a file, or cannot be created or written, is one CSAEError
+    (asked before a training run spends an epoch, not at its first save)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CSAEError(f"cannot create the folder {folder}: {e.strerror or e}. Fix: choose another --out.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CSAEError(f"the folder {folder} is not writable. Fix: choose another --out.")
+    return folder
 
 
 def clean_stale_tmp(folder: str | Path) -> list[Path]:

@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from .checkpoint import atomic_write_bytes, clean_stale_tmp, load_tensors, save_checkpoint, save_tensors
+from .checkpoint import (atomic_write_bytes, clean_stale_tmp, load_tensors, save_checkpoint, save_tensors,
+                         writable_dir)
 from .errors import CSAEError
 from .evaluate import decoder_collapsed, encode, evaluate_model, latent_stats
 from .model import ModelConfig, build_model
@@ -201,7 +202,7 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
     out = Path(cfg.out)
     _check_model_size(mcfg)
     if rank == 0:
-        clean_stale_tmp(out)  # temp files of a save that was killed mid-write
+        clean_stale_tmp(writable_dir(out))  # temp files of a save that was killed mid-write
 
     (train_x, train_y), (test_x, test_y), class_names = load_dataset_tensors(
         cfg.dataset, cfg.data_dir, cfg.image_size, cfg.seed)
@@ -351,17 +352,18 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
                         "accuracy", "recon_mse", "psnr", "test_images", "per_class_accuracy")}},
                     "history": history,
                     "latent_stats": stats}
-            # The save sequence; every step is one atomic rename, and a kill between any two leaves a
-            # resumable run (tests/test_reliability.py kills it at each). 1. log.jsonl, rewritten whole from
-            # the history, so a redone epoch never doubles a line; 2. the resume point (one file);
-            # 3. the last.* pair, whose JSON names new versioned weights (the old pair stays whole).
+            # The save sequence: every step is one atomic rename, and a kill between any two leaves a
+            # resumable run (tests/test_crash_consistency.py kills it at each). 1. log.jsonl, rewritten whole
+            # from the history, so a redone epoch never doubles a line; 2. the last.* pair (and snapshot),
+            # whose JSON names new versioned weights, so the old pair stays whole until the JSON's rename;
+            # 3. the resume point, last: until it is written a resume redoes this epoch, identically.
             atomic_write_bytes(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
-            save_tensors(out / "train_state.safetensors",
-                         {**{f"model.{k}": v for k, v in model.state_dict().items()},
-                          **_optimizer_state(opt, names)}, metadata={**meta, "model": mcfg.to_dict()})
             save_checkpoint(out / "last", model, meta, versioned=True)
             if epoch in cfg.snapshots:
                 save_checkpoint(out / f"epoch{epoch:03d}", model, meta, versioned=True)
+            save_tensors(out / "train_state.safetensors",
+                         {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                          **_optimizer_state(opt, names)}, metadata={**meta, "model": mcfg.to_dict()})
             log(rec)
         if distributed:
             dist.barrier()
