@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import loaders  # importable because requirements.txt installs the project (`-e .`)
+from app import loaders, warmup  # importable because requirements.txt installs the project (`-e .`)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,4 +26,12 @@ navigation = st.navigation([
     st.Page(PAGES / "letters.py", title="Letters (EMNIST)", icon=":material/text_fields:"),
     st.Page(PAGES / "latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
 ])
-navigation.run()
+# Once per server process, in the background: load the default model and test images and render the
+# Reconstructions page's default grid, so the first visit there is a cache lookup (app/warmup.py). When
+# Reconstructions itself is the first page, it computes that grid anyway: warm the rest after it.
+if navigation.url_path != "reconstructions":
+    warmup.start()
+try:
+    navigation.run()
+finally:
+    warmup.start()  # a no-op once started

@@ -11,8 +11,11 @@ Figures printed (milliseconds, median of --repeats):
                  script + cache lookups + element serialisation), after the first render
   rerun cold     the same with every cache cleared first (includes prefetching the other β values)
   cold start     `streamlit run app/explorer.py` until /_stcore/health answers; then, in headless
-                 Chromium (if /usr/bin/chromium exists), opening the reconstructions page of the fresh
-                 server until its grid is shown (the first script run: imports, model loads)
+                 Chromium (if /usr/bin/chromium exists), on a fresh server each: (newcomer) Home until
+                 shown, --read-seconds on it, then Reconstructions until its grid is shown; (direct)
+                 Reconstructions as the very first page until its grid is shown. Each with the
+                 background warm-up (app/warmup.py) on and off (CSAE_APP_WARMUP=0: the app before it).
+    python benchmarks/bench_app.py --cold-start-only   # just these
 The untrained stand-in has the same architecture, so the same compute cost as trained models.
 """
 from __future__ import annotations
@@ -113,19 +116,36 @@ def bench_rerun(betas: list[float], repeats: int) -> tuple[float, float]:
     return statistics.median(cold), statistics.median(warm)
 
 
-def bench_cold_start(env: dict) -> tuple[float, float | None]:
-    """Seconds from `streamlit run` to a healthy server, and from opening the reconstructions page in
-    a fresh server's first session to its grid being shown (the first script run imports torch,
-    plotly and csae_core and loads the models; the browser's own start-up is not counted)."""
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _grid_shown(page) -> None:
+    img = page.locator('[data-testid="stImage"] img').first
+    img.wait_for(state="visible")
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
+
+
+def bench_cold_start(env: dict, flow: str = "direct", read_seconds: float = 5.0) -> dict:
+    """A fresh `streamlit run`: seconds until /_stcore/health answers ("healthy"), then in headless Chromium
+    (if /usr/bin/chromium exists; the browser's own start-up is not counted):
+
+    flow "direct":   open /reconstructions as the server's very first page until its grid is shown ("first").
+    flow "newcomer": open the Home page (what `streamlit run` opens) until its title is shown ("home"), read
+                     it for `read_seconds`, then click Reconstructions in the sidebar until the grid is
+                     shown ("first"): the background warm-up (app/warmup.py) has had the reading time.
+    """
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(Path(sys.executable).with_name("streamlit")), "run", "app/explorer.py",
                              "--server.headless", "true", "--server.port", str(port), "--server.address",
                              "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(env["BENCH_SERVER_LOG"], "w") if env.get("BENCH_SERVER_LOG") else subprocess.DEVNULL)
+    out: dict = {}
     try:
         while True:
             try:
@@ -135,8 +155,7 @@ def bench_cold_start(env: dict) -> tuple[float, float | None]:
                 time.sleep(0.05)
             if proc.poll() is not None:
                 raise SystemExit("streamlit exited during start-up")
-        healthy = time.perf_counter() - t0
-        shown = None
+        out["healthy"] = time.perf_counter() - t0
         if Path("/usr/bin/chromium").exists():
             from playwright.sync_api import sync_playwright
 
@@ -144,14 +163,23 @@ def bench_cold_start(env: dict) -> tuple[float, float | None]:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium")
                 page = browser.new_page()
                 page.set_default_timeout(300_000)
-                t0 = time.perf_counter()
-                page.goto(f"{url}/reconstructions")
-                img = page.locator('[data-testid="stImage"] img').first
-                img.wait_for(state="visible")
-                page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
-                shown = time.perf_counter() - t0
+                if flow == "direct":
+                    t0 = time.perf_counter()
+                    page.goto(f"{url}/reconstructions")
+                    _grid_shown(page)
+                    out["first"] = time.perf_counter() - t0
+                else:
+                    t0 = time.perf_counter()
+                    page.goto(url)
+                    page.get_by_role("heading", name="CSAE Explorer").first.wait_for(state="visible")
+                    out["home"] = time.perf_counter() - t0
+                    time.sleep(read_seconds)
+                    t0 = time.perf_counter()
+                    page.get_by_role("link", name="Reconstructions").first.click()
+                    _grid_shown(page)
+                    out["first"] = time.perf_counter() - t0
                 browser.close()
-        return healthy, shown
+        return out
     finally:
         proc.terminate()
         try:
@@ -160,12 +188,43 @@ def bench_cold_start(env: dict) -> tuple[float, float | None]:
             proc.kill()
 
 
+def report_cold_start(read_seconds: float, repeats: int = 3) -> None:
+    """Both flows, with the warm-up on and off (off = the app before app/warmup.py): `repeats` fresh servers
+    each, interleaved so that a burst of load from elsewhere hits both settings; medians, then every run."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(repeats):
+        for flow in ("newcomer", "direct"):
+            for warm in ("1", "0"):
+                runs.setdefault((flow, warm), []).append(
+                    bench_cold_start({**os.environ, "CSAE_APP_WARMUP": warm}, flow, read_seconds))
+    for (flow, warm), rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        tag = f"{flow}, warm-up {'on ' if warm == '1' else 'off'}"
+        line = f"cold start [{tag}]: `streamlit run` to healthy {ms(med['healthy'])}"
+        if "home" in med:
+            line += f" | Home shown {ms(med['home'])}"
+        if "first" in med:
+            what = f"Reconstructions after {read_seconds:g} s on Home" if flow == "newcomer" else \
+                "Reconstructions as the first page"
+            line += f" | {what}: grid shown {ms(med['first'])}"
+            firsts = ", ".join(f"{r['first']:.2f}" for r in rs)
+            line += f"  (runs: {firsts} s)"
+        print(line, flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fixture", action="store_true", help="use a full-size untrained stand-in zoo")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-browser", action="store_true", help="skip the cold-start measurement")
+    p.add_argument("--cold-start-only", action="store_true", help="only the cold-start / first-visit figures")
+    p.add_argument("--read-seconds", type=float, default=5.0,
+                   help="newcomer flow: seconds spent on Home before opening Reconstructions")
     a = p.parse_args()
+    if a.cold_start_only:
+        print(f"cpu cores: {os.cpu_count()}, load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        report_cold_start(a.read_seconds, a.repeats)
+        return
 
     import logging
 
@@ -201,11 +260,7 @@ def main() -> None:
     print(f"β change, whole page rerun (AppTest), warm            {ms(rwarm)}")
     print(f"β change, whole page rerun (AppTest), cold + prefetch {ms(rcold)}")
     if not a.no_browser:
-        healthy, shown = bench_cold_start(dict(os.environ))
-        print(f"cold start: `streamlit run` to healthy server        {ms(healthy)}")
-        if shown is not None:
-            print(f"cold start: first visit, open page to grid shown     {ms(shown)}")
-
+        report_cold_start(a.read_seconds, a.repeats)
 
 if __name__ == "__main__":
     main()
