@@ -1,6 +1,6 @@
 """PEDCC sphere: n centroids on the 3-D sphere, their convergence, and the d = 40 centroids of the models."""
+import numpy as np
 import streamlit as st
-import torch
 
 from app import figures, loaders, registry, widgets
 from csae_core import geometry
@@ -23,7 +23,7 @@ with left:
 result = loaders.pedcc_run(n, 3, int(seed), None if iters is None else int(iters), converge)
 metrics = pedcc_metrics(result.centroids)
 history = result.history.numpy()
-frame_metrics = [pedcc_metrics(torch.from_numpy(u)) for u in history]
+frame_metrics = [pedcc_metrics(u) for u in history]
 
 with left:
     st.metric("Smallest angle between two points", f"{metrics['min_angle_deg']:.2f}°")
@@ -51,16 +51,14 @@ if with_centroids:
     ckpt = widgets.load_or_stop(entry)
     centroids = ckpt.model.centroids.cpu().numpy()
     source = f"the centroids {entry.long_label} classifies with"
-    exact = pedcc_metrics(torch.tensor(ckpt.meta["centroids"])) if ckpt.meta.get("centroids") else {}
-    if ckpt.meta.get("weights_dtype") == "float16" and exact.get("simplex_gap") is not None:
-        source += (f" (its weights, centroids included, are stored in fp16; the full-precision centroids in its "
-                   f"JSON have a simplex gap of {exact['simplex_gap']:.1e})")
+    if ckpt.meta.get("weights_dtype") == "float16":
+        source += " (its weights are stored in fp16; the centroids are kept in fp32, as trained)"
 else:
     st.info("No CSAE checkpoint was found, so these are freshly generated (10 classes, d = 40, seed 0), "
             "like the ones the models are trained with.")
     centroids = loaders.pedcc_run(10, 40, 0, None, True).centroids.numpy()
     source = "generate_pedcc(10, 40, converge=True)"
-m40 = pedcc_metrics(torch.from_numpy(centroids))
+m40 = pedcc_metrics(np.asarray(centroids))
 c1, c2, c3 = st.columns(3)
 c1.metric("Largest cosine", f"{m40['max_cosine']:.6f}")
 c2.metric("Smallest angle", f"{m40['min_angle_deg']:.3f}°")
