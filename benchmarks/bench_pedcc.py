@@ -7,8 +7,10 @@ n = 2..60 against the known minimum energies.
 """
 
 import argparse
+import contextlib
 
-import torch
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from csae_core.pedcc import DEFAULT_ITERS, generate_pedcc, pedcc_metrics
 
@@ -27,27 +29,30 @@ def line(mode: str, n: int, d: int, result) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="BLAS threads of numpy (default: the library's choice)")
     parser.add_argument("--paper-iters", type=int, default=DEFAULT_ITERS,
                         help=f"iterations of the paper's fixed mode (default {DEFAULT_ITERS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thomson", action="store_true", help="also run d=3, n=2..60")
     parser.add_argument("--restarts", type=int, default=5, help="seeds per n for --thomson")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}")
+    with threadpool_limits(args.threads) if args.threads else contextlib.nullcontext():
+        blas = [f"{p['internal_api']} {p['num_threads']} threads" for p in threadpool_info() if p["user_api"] == "blas"]
+        print(f"numpy {np.__version__} ({', '.join(blas) or 'no BLAS found'}), seed {args.seed}")
+        run(args)
 
+
+def run(args) -> None:
     for n, d in CASES:
-        converged = generate_pedcc(n, d, seed=args.seed, converge=True)
+        converged = generate_pedcc(n, d, seed=args.seed, converge=True, as_numpy=True)
         print(line("converge", n, d, converged), flush=True)
-        paper = generate_pedcc(n, d, seed=args.seed, iters=args.paper_iters)
+        paper = generate_pedcc(n, d, seed=args.seed, iters=args.paper_iters, as_numpy=True)
         print(line("paper", n, d, paper), flush=True)
 
     if args.thomson:
         print(f"d=3 (Thomson problem), convergence mode, best of {args.restarts} seeds:")
         for n in range(2, 61):
-            r = generate_pedcc(n, 3, seed=args.seed, converge=True, restarts=args.restarts)
+            r = generate_pedcc(n, 3, seed=args.seed, converge=True, restarts=args.restarts, as_numpy=True)
             m = pedcc_metrics(r.centroids)
             print(f"n={n:<3} {r.seconds:6.2f} s  seed={r.seed}  energy={m['energy']:.9f}  "
                   f"known={m['known_min_energy']:.9f}  gap={m['energy_gap']:+.1e}", flush=True)
