@@ -24,6 +24,7 @@ navigation = st.navigation([
     st.Page(PAGES / "reconstructions.py", title="Reconstructions", icon=":material/compare:"),
     st.Page(PAGES / "class_sampling.py", title="Class sampling", icon=":material/casino:"),
     st.Page(PAGES / "letters.py", title="Letters (EMNIST)", icon=":material/text_fields:"),
+    st.Page(PAGES / "open_set.py", title="Open set", icon=":material/help_center:"),
     st.Page(PAGES / "latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
 ])
 # Once per server process, in the background: load the default model and test images and render the

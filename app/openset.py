@@ -1,0 +1,148 @@
+"""The open-set view's cached computations and figures (issue 11); pages/open_set.py draws them.
+
+Scores of a model's known validation and test images and of an unknown set are computed once per
+process and checkpoint version (st.cache_data keyed by checkpoint path, its file stamp, the dataset
+folders and the image count). Moving the threshold then only counts array entries and rebuilds a
+figure, so a redraw costs milliseconds, not a model pass. Figure builders return go.Figure and make
+no Streamlit calls, so they are testable.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from csae_core import data, openset
+
+from . import loaders
+
+APP_IMAGES = 1000  # images per split scored live (evenly spaced); results/make_openset.py scores all of them
+# A label-conditioned model (the CVAE) costs an encode and a decode per class per image: fewer images.
+APP_IMAGES_LABEL_CONDITIONED = 200
+RESULTS_CSV = Path(__file__).resolve().parents[1] / "results" / "openset.csv"
+UNKNOWN_TITLES = {"emnist-letters": "EMNIST letters (all)",
+                  f"emnist-letters-no-{openset.DIGIT_LIKE_LETTERS}": "EMNIST letters without i, l, o, s, z",
+                  "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+KNOWN_COLOR, UNKNOWN_COLOR = "#3182bd", "#e6550d"
+
+
+def unknown_choices(dataset: str) -> list[str]:
+    """Unknown sets for models trained on `dataset`: the other datasets whose files are present."""
+    return [n for n, (ds, _, _) in openset.UNKNOWN_SETS.items() if ds != dataset and loaders.data_folder(ds)]
+
+
+def images_for(path: str) -> int:
+    return APP_IMAGES_LABEL_CONDITIONED if getattr(loaders.load_model(path).model, "label_conditioned", False) \
+        else APP_IMAGES
+
+
+@loaders.per_checkpoint
+@st.cache_data(show_spinner="Scoring known and unknown images (once per model)…", max_entries=64)
+def scores(path: str, stamp, dataset: str, known_folder: str, unknown: str, unknown_folder: str,
+           images: int) -> dict[str, dict[str, np.ndarray]]:
+    """{score: {'validation', 'test', 'unknown': (N,) outlier scores}} of every score the model has."""
+    ckpt = loaders.load_model(path)
+    size = ckpt.config.image_size
+    known = openset.load_known(dataset, size, known_folder, images)
+    x, labels = openset.load_unknown(unknown, size, unknown_folder, images)
+    return openset.evaluate_openset(ckpt.model, known, x, labels, batch_size=250).scores
+
+
+@loaders.per_checkpoint
+@st.cache_data(show_spinner="Setting the threshold on the validation images (once per model)…", max_entries=32)
+def validation_threshold(path: str, stamp, dataset: str, folder: str, tpr: float = openset.TARGET_TPR) -> float:
+    """The centroid distance that accepts `tpr` of the known validation split (the last 5,000 training images)."""
+    ckpt = loaders.load_model(path)
+    val = openset.load_known(dataset, ckpt.config.image_size, folder)["validation"]
+    return openset.threshold_at_tpr(openset.score_images(ckpt.model, val, ("distance",), 250)["distance"], tpr)
+
+
+def verdicts(classes: np.ndarray, distances: np.ndarray, threshold: float, class_names: list[str]) -> list[str]:
+    """'unknown' where the distance to the nearest centroid exceeds `threshold`, else that class's name."""
+    return ["unknown" if float(d) > threshold else str(class_names[int(c)]) for c, d in zip(classes, distances)]
+
+
+def rates(split_scores: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
+    """Fractions of known test and unknown images accepted as known (score <= threshold)."""
+    return {"known_accepted": float((split_scores["test"] <= threshold).mean()),
+            "unknown_accepted": float((split_scores["unknown"] <= threshold).mean())}
+
+
+def slider_range(split_scores: dict[str, np.ndarray]) -> tuple[float, float]:
+    """A threshold range covering the 0.5th-99.5th percentiles of every split's scores."""
+    allv = np.concatenate(list(split_scores.values()))
+    lo, hi = np.percentile(allv, [0.5, 99.5])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def histogram_figure(known: np.ndarray, unknown: np.ndarray, threshold: float, threshold95: float | None = None,
+                     xtitle: str = "outlier score", unknown_name: str = "unknown", height: int = 340) -> go.Figure:
+    """Overlaid histograms of known test and unknown scores, with the chosen threshold (solid) and the
+    95 %-TPR validation threshold (dashed)."""
+    known, unknown = np.asarray(known, float), np.asarray(unknown, float)
+    lo, hi = np.percentile(np.r_[known, unknown], [0.5, 99.5])
+    size = (hi - lo) / 60 if hi > lo else 1.0
+    bins = dict(start=float(lo), end=float(hi), size=float(size))
+    fig = go.Figure([go.Histogram(x=known, name="known (test)", xbins=bins, marker_color=KNOWN_COLOR,
+                                  opacity=0.6, histnorm="probability"),
+                     go.Histogram(x=unknown, name=unknown_name, xbins=bins, marker_color=UNKNOWN_COLOR,
+                                  opacity=0.6, histnorm="probability")])
+    fig.add_vline(x=threshold, line_color="black", annotation_text="threshold")
+    if threshold95 is not None:
+        fig.add_vline(x=threshold95, line_dash="dash", line_color="gray", annotation_text="95 % TPR (validation)",
+                      annotation_position="bottom right")
+    fig.update_layout(barmode="overlay", height=height, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title=xtitle + " (higher = more unknown)", yaxis_title="fraction of images",
+                      legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], height: int = 380) -> go.Figure:
+    """ROC curves {label: (FPR = unknown accepted, TPR = known accepted)} with the 95 % TPR line."""
+    fig = go.Figure()
+    for name, (fpr, tpr) in curves.items():
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=name))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"),
+                             name="chance", hoverinfo="skip"))
+    fig.add_hline(y=openset.TARGET_TPR, line_dash="dash", line_color="gray")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="unknown accepted (FPR)",
+                      yaxis_title="known accepted (TPR)", xaxis=dict(range=[0, 1]), yaxis=dict(range=[0, 1.01]))
+    return fig
+
+
+def metrics_rows(results: dict[str, dict[str, dict[str, np.ndarray]]]) -> list[dict]:
+    """One row per (model label, score) of the view's live subsets."""
+    rows = []
+    for label, per_score in results.items():
+        for name, s in per_score.items():
+            m = openset.openset_metrics(s["test"], s["unknown"], openset.threshold_at_tpr(s["validation"]))
+            rows.append({"model": label, "score": name, "AUROC": round(m["auroc"], 4), "AUPR": round(m["aupr"], 4),
+                         "FPR@95": round(m["fpr_at_95_tpr"], 4), "known kept": round(m["known_accepted"], 4),
+                         "threshold": round(m["threshold_at_95_tpr"], 4), "known images": len(s["test"]),
+                         "unknown images": len(s["unknown"])})
+    return rows
+
+
+def zoo_rows(dataset: str, unknown: str) -> list[dict]:
+    """The full-set rows of results/openset.csv for this pair (empty if it has not been generated)."""
+    try:
+        stamp = RESULTS_CSV.stat().st_mtime_ns
+    except OSError:
+        return []
+    return [r for r in _read_results(str(RESULTS_CSV), stamp) if (r["dataset"], r["unknown"]) == (dataset, unknown)]
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _read_results(path: str, stamp: int) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{"dataset": r["dataset"], "unknown": r["unknown"], "model": r["label"], "score": r["score"],
+                 "AUROC": float(r["auroc"]), "FPR@95": float(r["fpr_at_95_tpr"]),
+                 "known kept": float(r["known_accepted"]), "known images": int(r["known_images"]),
+                 "unknown images": int(r["unknown_images"])} for r in csv.DictReader(f)]
+
+
+def title(name: str) -> str:
+    return UNKNOWN_TITLES.get(name) or (data.DATASETS[name].title if name in data.DATASETS else name)

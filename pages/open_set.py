@@ -1,0 +1,82 @@
+"""Open set: can a model tell an image of none of its classes (letters, other datasets) from its own?"""
+import streamlit as st
+
+from app import loaders, registry, widgets
+from app import openset as app_openset
+from csae_core import data, openset
+
+st.title("Open set: known or unknown?")
+st.caption("Every model also says how unusual an input is: a CSAE by the distance of its code to the nearest "
+           "PEDCC centroid (and by its reconstruction error), Basenet by its softmax confidence or energy, the "
+           "CVAE by its best label's ELBO. Higher scores mean 'more likely unknown'. The threshold starts where it "
+           "keeps 95 % of the known validation images (the last 5,000 training images), never set on test images.")
+
+entries = registry.finals(loaders.model_entries())
+datasets = [d for d in registry.datasets(entries) if d in data.DATASETS]
+if not datasets:
+    widgets.no_models("the open-set view")
+    st.stop()
+top = st.columns([1, 1, 2])
+dataset = widgets.choose_dataset(datasets, key="openset_dataset", where=top[0])
+known_folder = loaders.data_folder(dataset)
+if known_folder is None:
+    widgets.no_dataset(dataset, "This view")
+    st.stop()
+choices = app_openset.unknown_choices(dataset)
+if not choices:
+    st.info("No other dataset is present to serve as unknown images (EMNIST letters, MNIST or Fashion-MNIST).")
+    st.stop()
+unknown = top[1].selectbox("Unknown images", choices, format_func=app_openset.title, key="openset_unknown")
+unknown_folder = loaders.data_folder(openset.UNKNOWN_SETS[unknown][0])
+models = {e.path: e for e in widgets.loadable([e for e in entries if e.dataset == dataset])}
+if not models:
+    st.stop()
+preferred = registry.default_entry(list(models.values()))
+start = [p for p, e in models.items() if e.kind == "basenet" or (preferred and p == preferred.path)] or list(models)[:1]
+chosen = top[2].multiselect("Models", list(models), default=start, format_func=lambda p: models[p].label,
+                            key=f"openset_models_{dataset}")
+if not chosen:
+    st.info("Choose at least one model.")
+    st.stop()
+
+results = {p: app_openset.scores(p, dataset, known_folder, unknown, unknown_folder, app_openset.images_for(p))
+           for p in chosen}
+
+# ---------------------------------------------------------------- histogram at a threshold
+st.header("Scores of known and unknown images")
+row = st.columns([1, 1, 2])
+path = row[0].selectbox("Model", chosen, format_func=lambda p: models[p].label, key="openset_hist_model")
+score = row[1].selectbox("Score", list(results[path]), key=f"openset_score_{path}",
+                         help="; ".join(f"{k}: {v}" for k, v in openset.SCORE_DESCRIPTIONS.items()))
+s = results[path][score]
+t95 = openset.threshold_at_tpr(s["validation"])
+lo, hi = app_openset.slider_range(s)
+lo, hi = min(lo, t95), max(hi, t95)
+threshold = row[2].slider("Threshold: accept as known at or below", lo, hi, t95, step=(hi - lo) / 400,
+                          format="%.4g", key=f"openset_threshold_{path}_{score}_{unknown}")
+r = app_openset.rates(s, threshold)
+st.plotly_chart(app_openset.histogram_figure(s["test"], s["unknown"], threshold, t95, xtitle=score,
+                                             unknown_name=app_openset.title(unknown)), key="openset_hist")
+st.markdown(f"At this threshold **{r['known_accepted']:.1%}** of known test images are accepted (TPR) and "
+            f"**{r['unknown_accepted']:.1%}** of {app_openset.title(unknown)} are wrongly accepted as known (FPR).")
+
+# ---------------------------------------------------------------- ROC and table
+st.header("ROC curves")
+curves = {}
+for p in chosen:
+    for name in results[p]:
+        if p == path and name == score or name == openset.default_score(loaders.load_model(p).model):
+            sp = results[p][name]
+            curves[f"{models[p].label} · {name}"] = openset.roc_points(sp["test"], sp["unknown"])
+st.plotly_chart(app_openset.roc_figure(curves), key="openset_roc")
+n_known = {len(results[p][next(iter(results[p]))]["test"]) for p in chosen}
+st.caption(f"Each model's default score (and the one above). Live on evenly spaced subsets "
+           f"({', '.join(str(n) for n in sorted(n_known))} images per split); the full sets are in the table below.")
+
+st.header("Table")
+st.dataframe(app_openset.metrics_rows({models[p].label: results[p] for p in chosen}), hide_index=True)
+zoo = app_openset.zoo_rows(dataset, unknown)
+if zoo:
+    st.subheader("Every shipped model, full test sets")
+    st.dataframe(zoo, hide_index=True)
+    st.caption("From results/openset.csv (`python results/make_openset.py`), which also has the β trend.")
