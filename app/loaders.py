@@ -214,7 +214,8 @@ def test_latents(path: str, stamp, name: str, folder: str, n: int) -> tuple[np.n
 
 @per_checkpoint
 @st.cache_data(show_spinner="Running t-SNE (a few seconds per thousand codes)…", max_entries=16)
-def test_latents_tsne(path: str, stamp, name: str, folder: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def test_latents_tsne(path: str, stamp, name: str, folder: str, n: int,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """2-D t-SNE of the first n test latents, and of the model's PEDCC centroids embedded with them
     (t-SNE cannot place new points afterwards): ((n, 2), (classes, 2) or None)."""
     z, _ = test_latents(path, name, folder, n)
