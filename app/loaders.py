@@ -281,6 +281,12 @@ def letters_png(path: str, images28: np.ndarray) -> bytes:
     return _session_memo("png", path, images28, lambda: _letters_png(path, images28))
 
 
+def letters_recon(path: str, images28: np.ndarray) -> np.ndarray:
+    """A checkpoint's uint8 reconstructions (k, 32, 32) of 28x28 letter images (memoised per session)."""
+    return _session_memo("recon", path, images28, lambda: analysis.reconstruct_letters(
+        load_model(path).model, to_model_input(images28)))
+
+
 def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest PEDCC class and its distance for each 28x28 letter image (memoised per session)."""
     return _session_memo("nearest", path, images28, lambda: _letters_nearest(path, images28))

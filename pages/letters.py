@@ -52,6 +52,26 @@ def show_results(titles, images28, row_png, nearest) -> None:
                    + scale_note(with_centroids[0]))
 
 
+def show_letter_rows(titles, images28, recon, nearest) -> None:
+    """One row per letter: its input and every model's reconstruction side by side, and beside them that
+    letter's nearest class for each CSAE (so models compare without scrolling)."""
+    recons = {e.path: recon(e.path) for e in models}
+    near = {e.label: nearest(e.path) for e in with_centroids}
+    for i, title in enumerate(titles):
+        tiles, table = st.columns([len(models) + 1, 4 if near else 1], vertical_alignment="center")
+        cells = tiles.columns(len(models) + 1)
+        widgets.image_row(grids.png(grids.grid(images28[i][None], nrow=1)), f"{title} (input)", where=cells[0])
+        for cell, e in zip(cells[1:], models):
+            widgets.image_row(grids.png(grids.grid(recons[e.path][i][None], nrow=1)), e.label, where=cell)
+        if near:
+            table.dataframe([{"model": label, "nearest class": names[int(classes[i])], "distance": float(dist[i])}
+                             for label, (classes, dist) in near.items()], hide_index=True,
+                            column_config={"distance": st.column_config.NumberColumn(format="%.2f")})
+    if near:
+        st.caption("Nearest class and the distance to its PEDCC centroid, for each CSAE. "
+                   + scale_note(with_centroids[0]))
+
+
 # ---------------------------------------------------------------- EMNIST
 st.header("EMNIST letters")
 em_folder = loaders.data_folder("emnist-letters")
@@ -126,7 +146,7 @@ for item in good:
         for col, (title, arr) in zip(cols, item.steps):
             widgets.image_row(grids.small_png(arr), title, where=col)
 if good:
-    pictures = [item.model_input for item in good]
-    show_results([item.name for item in good], pictures,
-                 lambda p: loaders.letters_png(p, np.stack(pictures)),
-                 lambda p: loaders.letters_nearest(p, np.stack(pictures)))
+    pictures = np.stack([item.model_input for item in good])
+    show_letter_rows([item.name for item in good], pictures,
+                     lambda p: loaders.letters_recon(p, pictures),
+                     lambda p: loaders.letters_nearest(p, pictures))

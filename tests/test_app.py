@@ -225,6 +225,26 @@ def test_letters_nearest_class_table():
     assert {"CSAE β=0", "CSAE β=0.04", "CSAE β=0.08"} <= set(table.columns)
 
 
+@pytest.mark.usefixtures("app_env")
+def test_each_uploaded_letter_is_one_row_with_every_model_and_its_nearest_classes():
+    at = open_page("letters")
+    tables_before = len(at.dataframe)
+    at.file_uploader(key="letter_files").set_value(
+        [("first.png", letter_png(), "image/png"), ("second.png", png_bytes(Image.open(io.BytesIO(letter_png()))
+                                                                             .rotate(90, fillcolor=255)), "image/png")]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c for img in at.image for c in img.captions]
+    models = ["CSAE β=0", "CSAE β=0.04", "CSAE β=0.08", "CVAE"]
+    for name in ("first.png", "second.png"):  # the input, then every model's reconstruction, in one row
+        start = captions.index(f"{name} (input)")
+        assert captions[start + 1:start + 1 + len(models)] == models
+    tables = [t.value for t in at.dataframe[tables_before:]]
+    assert len(tables) == 2  # one nearest-class table beside each letter, one row per CSAE
+    assert all(list(t["model"]) == models[:3] and list(t.columns) == ["model", "nearest class", "distance"]
+               for t in tables)
+
+
 # ---------------------------------------------------------------- missing models / data
 
 @pytest.mark.parametrize("page", PAGES)
