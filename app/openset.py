@@ -146,3 +146,24 @@ def _read_results(path: str, stamp: int) -> list[dict]:
 
 def title(name: str) -> str:
     return UNKNOWN_TITLES.get(name) or (data.DATASETS[name].title if name in data.DATASETS else name)
+
+
+def verdict_controls(entries: list, dataset: str, where=None):
+    """Letters view: pick the judging model (one with centroids) and its distance threshold, starting at the
+    95 %-TPR threshold from validation. Returns (entry, threshold), or None when no verdict can be given."""
+    where = where or st
+    judges = [e for e in entries if e.has_centroids]
+    folder = loaders.data_folder(dataset)
+    if not judges or folder is None:
+        return None
+    by_path = {e.path: e for e in judges}
+    preferred = next((e.path for e in judges if (e.dataset, e.kind, e.beta) == ("mnist", "csae", 0.02)), judges[0].path)
+    cols = where.columns([1, 2])
+    path = cols[0].selectbox("Verdict by", list(by_path), index=list(by_path).index(preferred),
+                             format_func=lambda p: by_path[p].label, key="letters_verdict_model")
+    t95 = validation_threshold(path, dataset, folder)
+    threshold = cols[1].slider("Unknown beyond this distance to the nearest centroid", 0.0, round(max(3 * t95, 1.0), 2),
+                               round(t95, 3), step=0.01, key=f"letters_verdict_threshold_{path}",
+                               help=f"Starts at {t95:.3f}: the distance that keeps 95 % of the known validation "
+                                    f"images (the last {openset.VALIDATION_IMAGES:,} training images).")
+    return by_path[path], threshold

@@ -3,6 +3,7 @@ import numpy as np
 import streamlit as st
 
 from app import grids, letters, loaders, registry, widgets
+from app import openset as app_openset
 from csae_core import data, geometry
 
 st.title("Letters: extrapolation")
@@ -23,6 +24,8 @@ if not models:
     st.stop()
 with_centroids = [e for e in models if e.has_centroids]
 names = loaders.load_model(models[0].path).class_names
+st.subheader("Verdicts: unknown, or which digit?")
+verdict = app_openset.verdict_controls(models, dataset)  # (judging model, distance threshold) or None
 
 
 def scale_note(entry) -> str:
@@ -46,8 +49,11 @@ def show_results(titles, images28, row_png, nearest) -> None:
     for e in models:
         widgets.image_row(row_png(e.path), e.label)
     if with_centroids:
-        st.dataframe(letters.nearest_table(titles, {e.label: nearest(e.path) for e in with_centroids}, names),
-                     hide_index=True)
+        rows = letters.nearest_table(titles, {e.label: nearest(e.path) for e in with_centroids}, names)
+        if verdict:
+            for row, v in zip(rows, app_openset.verdicts(*nearest(verdict[0].path), verdict[1], names)):
+                row["verdict"] = v  # by the judging model at the threshold above
+        st.dataframe(rows, hide_index=True)
         st.caption("Nearest class and the distance to its PEDCC centroid, for each CSAE. "
                    + scale_note(with_centroids[0]))
 

@@ -215,3 +215,32 @@ def test_open_set_view_renders_and_threshold_moves():
     assert len(fig.data) == 2 and fig.layout.barmode == "overlay"
     assert app_openset.verdicts(np.array([3, 4]), np.array([1.0, 9.0]), 5.0, [str(i) for i in range(10)]) == \
         ["3", "unknown"]
+
+
+@pytest.mark.usefixtures("app_env")
+def test_letters_get_a_verdict_at_a_movable_threshold():
+    """Each uploaded letter gets 'unknown' or a digit; the threshold starts at the validation 95 % TPR one."""
+    import io
+
+    from PIL import Image
+
+    a = np.full((80, 60), 255, np.uint8)  # a dark 'L' on white
+    a[10:70, 15:25] = 0
+    a[60:70, 15:50] = 0
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    at = AppTest.from_file(str(ROOT / "app" / "explorer.py"), default_timeout=120).run()
+    at.switch_page("../pages/letters.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    slider = next(s for s in at.slider if s.key.startswith("letters_verdict_threshold"))
+    assert 0 < slider.value < slider.max
+    at.file_uploader(key="letter_files").set_value([("L.png", buf.getvalue(), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    verdict = [m.value for m in at.markdown if m.value.startswith("Verdict")]
+    assert len(verdict) == 1
+    slider = next(s for s in at.slider if s.key.startswith("letters_verdict_threshold"))
+    slider.set_value(0.0).run()  # nothing is that close to a centroid: every letter is unknown
+    assert [m.value for m in at.markdown if m.value.startswith("Verdict")][0].endswith("**unknown**")
+    assert "unknown" in list(at.dataframe[0].value["verdict"])  # the EMNIST table's verdict column
+    slider.set_value(slider.max).run()  # everything is accepted: a digit
+    assert not [m.value for m in at.markdown if m.value.startswith("Verdict")][0].endswith("**unknown**")
