@@ -249,3 +249,14 @@ def test_letters_get_a_verdict_at_a_movable_threshold():
     assert set(verdicts()) == {"unknown"}
     slider.set_value(slider.max).run()  # everything is accepted: digits only
     assert "unknown" not in verdicts() and set(verdicts()) <= {str(d) for d in range(10)}
+
+
+@pytest.mark.parametrize("missing", ["checkpoints", "data"])
+def test_open_set_view_without_models_or_data(missing, app_env, monkeypatch):
+    """No zoo, or no datasets: the view says what is missing instead of failing."""
+    monkeypatch.setenv({"checkpoints": "CSAE_CHECKPOINTS_DIR", "data": "CSAE_DATA_DIR"}[missing], str(app_env["empty"]))
+    at = AppTest.from_file(str(ROOT / "app" / "explorer.py"), default_timeout=120).run()
+    at.switch_page("../pages/open_set.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.info or at.warning or at.markdown
