@@ -18,6 +18,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import DIGITS, _tiny_model
+from reliability_counts import record
 from csae_core.checkpoint import save_checkpoint
 from csae_core.model import ModelConfig, build_model
 from csae_core.pedcc import generate_pedcc
@@ -33,6 +34,7 @@ def open_page(page: str) -> AppTest:
     if page != "home":
         at.switch_page(f"../pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
+    record("app pages run against broken zoos or settings", 1)
     return at
 
 

@@ -1,0 +1,317 @@
+"""Many users at once: N simultaneous browser-protocol sessions against one `streamlit run` server.
+
+    python benchmarks/bench_load.py                      # N = 1, 4, 16 on the real zoo in checkpoints/
+    python benchmarks/bench_load.py --sessions 4 --moves 3 --checkpoints-dir D --data-dir E
+
+Each session speaks Streamlit's own protocol, as a browser tab does, on loopback only: a websocket to
+/_stcore/stream (subprotocol "streamlit"), BackMsg protobufs up (rerun_script with the page name and the
+widget states), ForwardMsg protobufs down (deltas, script_finished). A session opens the Reconstructions
+page, picks its own image seed (so every session computes its own grids, as different users would), then
+moves the β slider `--moves` times. All sessions start together and move concurrently.
+
+Per slider move it measures the time from sending the new widget state to having the new comparison grid:
+its delta received (an image whose media URL differs from the previous grid) and its PNG fetched over
+HTTP from the media URL, as the browser does. Reported per N: p50/p95/max of those times, errors (a page
+exception or st.error, a script that did not finish, a timeout, a dropped connection), and sessions held
+(still connected and answering at the end). Bounded in time: every wait has a timeout (--timeout).
+
+`--json PATH` writes the rows; benchmarks/reliability_report.py puts them in results/reliability.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = "reconstructions"
+SLIDER_LABEL = "β"  # the Reconstructions page's β select_slider
+SEED_LABEL = "Seed"
+
+
+@dataclass
+class Run:
+    """What one script run sent down: the β slider, the seed input, the first image (the grid), problems."""
+
+    slider: object | None = None
+    seed: object | None = None
+    grid_url: str | None = None
+    grid_at: float | None = None  # perf_counter when the grid's delta arrived
+    problems: list[str] = field(default_factory=list)
+    finished: bool = False
+
+
+@dataclass
+class SessionResult:
+    open_s: float | None = None
+    moves_s: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    held: bool = False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, env: dict, timeout: float = 120) -> subprocess.Popen:
+    """`streamlit run app/explorer.py` on 127.0.0.1:port, headless; returns once /_stcore/health answers."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "explorer.py"), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {proc.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def rerun_msg(widgets: list, page_hash: str = "") -> bytes:
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    msg = BackMsg()
+    cs = msg.rerun_script
+    cs.page_name = PAGE
+    if page_hash:
+        cs.page_script_hash = page_hash
+    for w in widgets:
+        cs.widget_states.widgets.append(w)
+    return msg.SerializeToString()
+
+
+def slider_state(slider, option: str):
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    w = WidgetState(id=slider.id)
+    w.string_array_value.data.append(option)
+    return w
+
+
+def seed_state(seed_input, value: int):
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    return WidgetState(id=seed_input.id, double_value=float(value))
+
+
+async def read_run(ws, timeout: float, state: dict) -> Run:
+    """Read ForwardMsgs until the script run finishes (or `timeout` passes between two messages)."""
+    from streamlit.proto.Alert_pb2 import Alert
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    run = Run()
+    while True:
+        fm = ForwardMsg()
+        fm.ParseFromString(await asyncio.wait_for(ws.recv(), timeout))
+        kind = fm.WhichOneof("type")
+        if kind == "new_session" and fm.new_session.page_script_hash:
+            state["page_hash"] = fm.new_session.page_script_hash
+        elif kind == "page_info_changed" or kind == "navigation":
+            h = getattr(getattr(fm, kind), "page_script_hash", "")
+            if h:
+                state["page_hash"] = h
+        elif kind == "page_not_found":
+            run.problems.append("page not found")
+        elif kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+            el = fm.delta.new_element
+            etype = el.WhichOneof("type")
+            if etype == "slider" and el.slider.label.startswith(SLIDER_LABEL):
+                run.slider = el.slider
+            elif etype == "number_input" and el.number_input.label == SEED_LABEL:
+                run.seed = el.number_input
+            elif etype == "imgs" and run.grid_url is None and el.imgs.imgs:
+                run.grid_url = el.imgs.imgs[0].url
+                run.grid_at = time.perf_counter()
+            elif etype == "exception":
+                run.problems.append(f"exception: {el.exception.message[:200]}")
+            elif etype == "alert" and el.alert.format == Alert.ERROR:
+                run.problems.append(f"st.error: {el.alert.body[:200]}")
+        elif kind == "script_finished":
+            status = fm.script_finished
+            if status == ForwardMsg.FINISHED_WITH_COMPILE_ERROR:
+                run.problems.append("script compile error")
+            if status != ForwardMsg.FINISHED_EARLY_FOR_RERUN:  # that one is followed by the new run
+                run.finished = True
+                return run
+
+
+def fetch(base: str, url: str) -> int:
+    with urllib.request.urlopen(base + url if url.startswith("/") else url, timeout=30) as r:
+        return len(r.read())
+
+
+async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.Event,
+                  distinct_images: bool) -> SessionResult:
+    from websockets.asyncio.client import connect
+
+    res = SessionResult()
+    base = f"http://127.0.0.1:{port}"
+    state: dict = {}
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
+                           max_size=None, open_timeout=timeout, ping_interval=None) as ws:
+            await start.wait()
+            t0 = time.perf_counter()
+            await ws.send(rerun_msg([]))
+            run = await read_run(ws, timeout, state)
+            res.errors += run.problems
+            if run.slider is None or run.grid_url is None:
+                res.errors.append("no β slider or no grid on the page")
+                return res
+            if distinct_images and run.seed is not None:  # this user's own images: grids not shared
+                widgets = [seed_state(run.seed, 1000 + i)]
+                await ws.send(rerun_msg(widgets, state.get("page_hash", "")))
+                run2 = await read_run(ws, timeout, state)
+                res.errors += run2.problems
+                run = Run(slider=run2.slider or run.slider, seed=run2.seed, grid_url=run2.grid_url or run.grid_url)
+            else:
+                widgets = []
+            await asyncio.to_thread(fetch, base, run.grid_url)
+            res.open_s = time.perf_counter() - t0
+            slider, grid = run.slider, run.grid_url
+            options = list(slider.options)
+            current = options[int(slider.default[0])] if slider.default else options[0]
+            for m in range(moves):
+                target = options[(options.index(current) + 1 + m) % len(options)]
+                if target == current:
+                    target = options[(options.index(current) + 1) % len(options)]
+                t0 = time.perf_counter()
+                await ws.send(rerun_msg([*widgets, slider_state(slider, target)], state.get("page_hash", "")))
+                run = await read_run(ws, timeout, state)
+                res.errors += run.problems
+                if run.grid_url is None or run.grid_url == grid:
+                    res.errors.append(f"move {m + 1}: no new grid for β={target}")
+                    continue
+                await asyncio.to_thread(fetch, base, run.grid_url)
+                res.moves_s.append(time.perf_counter() - t0)
+                grid, current = run.grid_url, target
+                slider = run.slider or slider
+            # Held: still connected and still answering a rerun at the end.
+            await ws.send(rerun_msg([*widgets, slider_state(slider, current)], state.get("page_hash", "")))
+            final = await read_run(ws, timeout, state)
+            res.held = final.finished and not final.problems
+    except (asyncio.TimeoutError, TimeoutError):
+        res.errors.append(f"timeout: no message for {timeout:.0f} s")
+    except Exception as e:  # noqa: BLE001 - a dropped connection or protocol error is a measured error
+        res.errors.append(f"{type(e).__name__}: {e}")
+    return res
+
+
+async def load(port: int, n: int, moves: int, timeout: float, distinct_images: bool) -> list[SessionResult]:
+    start = asyncio.Event()
+    tasks = [asyncio.create_task(session(i, port, moves, timeout, start, distinct_images)) for i in range(n)]
+    await asyncio.sleep(0.5)  # let every websocket connect, then start them together
+    start.set()
+    return await asyncio.gather(*tasks)
+
+
+def percentile(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summarise(n: int, results: list[SessionResult], wall: float) -> dict:
+    moves = [t for r in results for t in r.moves_s]
+    opens = [r.open_s for r in results if r.open_s is not None]
+    errors = [e for r in results for e in r.errors]
+    return {"sessions": n, "moves": len(moves), "p50_s": percentile(moves, 0.5), "p95_s": percentile(moves, 0.95),
+            "max_s": max(moves) if moves else None, "open_p50_s": percentile(opens, 0.5),
+            "errors": len(errors), "error_examples": sorted(set(errors))[:5],
+            "held": sum(r.held for r in results), "wall_s": round(wall, 2)}
+
+
+def run_load(ns: list[int], moves: int, timeout: float, env: dict, distinct_images: bool = True,
+             warmup: bool = True) -> list[dict]:
+    """One fresh server; for each N, N sessions at once. Returns one summary row per N."""
+    port = free_port()
+    proc = start_server(port, env)
+    rows = []
+    try:
+        if warmup:  # the first script run imports torch and plotly: a cold start, not load (bench_app.py has it)
+            asyncio.run(load(port, 1, 1, timeout, distinct_images=False))
+        for n in ns:
+            t0 = time.perf_counter()
+            results = asyncio.run(load(port, n, moves, timeout, distinct_images))
+            rows.append(summarise(n, results, time.perf_counter() - t0))
+    finally:
+        stop_server(proc)
+    return rows
+
+
+def fmt(x) -> str:
+    return "–" if x is None else f"{x * 1000:.0f} ms"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| N sessions | β moves | p50 to new grid | p95 | max | open page p50 | errors | sessions held |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['sessions']} | {r['moves']} | {fmt(r['p50_s'])} | {fmt(r['p95_s'])} | {fmt(r['max_s'])} | "
+                     f"{fmt(r['open_p50_s'])} | {r['errors']} | {r['held']}/{r['sessions']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--moves", type=int, default=4, help="β slider moves per session")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for any one message")
+    p.add_argument("--checkpoints-dir", help="CSAE_CHECKPOINTS_DIR for the server (default: checkpoints/)")
+    p.add_argument("--data-dir", help="CSAE_DATA_DIR for the server")
+    p.add_argument("--same-images", action="store_true", help="all sessions on the same images (shared cache)")
+    p.add_argument("--json", help="write the rows here")
+    a = p.parse_args(argv)
+    if any(n < 1 or n > 256 for n in a.sessions) or not 1 <= a.moves <= 100 or not 1 <= a.timeout <= 3600:
+        print("error: --sessions in 1..256, --moves in 1..100, --timeout in 1..3600", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if a.checkpoints_dir:
+        env["CSAE_CHECKPOINTS_DIR"] = str(Path(a.checkpoints_dir).resolve())
+    if a.data_dir:
+        env["CSAE_DATA_DIR"] = str(Path(a.data_dir).resolve())
+    rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images)
+    print(table(rows))
+    for r in rows:
+        for e in r["error_examples"]:
+            print(f"  N={r['sessions']} error: {e}")
+    load1 = os.getloadavg()[0]
+    print(f"(loopback, {os.cpu_count()} cores, load average {load1:.1f} at the end)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"rows": rows, "cores": os.cpu_count(), "load": load1,
+                                            "distinct_images": not a.same_images, "moves": a.moves}, indent=1))
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
