@@ -70,6 +70,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in ck.model.parameters())
 
 
+@pytest.mark.slow  # two torchrun processes, ~10 s
 def test_ddp_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

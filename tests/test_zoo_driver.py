@@ -37,6 +37,7 @@ def test_skip_decision_follows_the_recipe_and_force(tmp_path):
     assert len(names) == len(set(names)) == 10  # 5 betas, 2 more seeds, encoder, Basenet, CVAE
 
 
+@pytest.mark.slow  # about a minute: trains and evaluates a tiny zoo in subprocesses
 def test_tiny_recipe_end_to_end_with_two_jobs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = lambda *a: subprocess.run([sys.executable, str(ZOO), *a, "--root", str(tmp_path)], env=env,
