@@ -188,12 +188,13 @@ def bench_cold_start(env: dict, flow: str = "direct", read_seconds: float = 5.0)
             proc.kill()
 
 
-def report_cold_start(read_seconds: float, repeats: int = 3) -> None:
+def report_cold_start(read_seconds: float, repeats: int = 3,
+                      flows: tuple[str, ...] = ("newcomer", "direct")) -> None:
     """Both flows, with the warm-up on and off (off = the app before app/warmup.py): `repeats` fresh servers
     each, interleaved so that a burst of load from elsewhere hits both settings; medians, then every run."""
     runs: dict[tuple[str, str], list[dict]] = {}
     for _ in range(repeats):
-        for flow in ("newcomer", "direct"):
+        for flow in flows:
             for warm in ("1", "0"):
                 runs.setdefault((flow, warm), []).append(
                     bench_cold_start({**os.environ, "CSAE_APP_WARMUP": warm}, flow, read_seconds))
@@ -220,10 +221,12 @@ def main() -> None:
     p.add_argument("--cold-start-only", action="store_true", help="only the cold-start / first-visit figures")
     p.add_argument("--read-seconds", type=float, default=5.0,
                    help="newcomer flow: seconds spent on Home before opening Reconstructions")
+    p.add_argument("--flow", choices=("newcomer", "direct"), action="append",
+                   help="cold-start flow(s) to measure (default: both)")
     a = p.parse_args()
     if a.cold_start_only:
         print(f"cpu cores: {os.cpu_count()}, load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        report_cold_start(a.read_seconds, a.repeats)
+        report_cold_start(a.read_seconds, a.repeats, tuple(a.flow or ("newcomer", "direct")))
         return
 
     import logging
@@ -260,7 +263,7 @@ def main() -> None:
     print(f"β change, whole page rerun (AppTest), warm            {ms(rwarm)}")
     print(f"β change, whole page rerun (AppTest), cold + prefetch {ms(rcold)}")
     if not a.no_browser:
-        report_cold_start(a.read_seconds, a.repeats)
+        report_cold_start(a.read_seconds, a.repeats, tuple(a.flow or ("newcomer", "direct")))
 
 if __name__ == "__main__":
     main()
