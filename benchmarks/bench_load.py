@@ -48,12 +48,15 @@ class Run:
     grid_at: float | None = None  # perf_counter when the grid's delta arrived
     problems: list[str] = field(default_factory=list)
     finished: bool = False
+    finished_at: float | None = None
 
 
 @dataclass
 class SessionResult:
     open_s: float | None = None
     moves_s: list[float] = field(default_factory=list)
+    delta_s: list[float] = field(default_factory=list)  # the same moves, until the grid's delta only
+    run_s: list[float] = field(default_factory=list)  # the same moves, until the script run finished
     errors: list[str] = field(default_factory=list)
     held: bool = False
 
@@ -158,6 +161,7 @@ async def read_run(ws, timeout: float, state: dict) -> Run:
                 run.problems.append("script compile error")
             if status != ForwardMsg.FINISHED_EARLY_FOR_RERUN:  # that one is followed by the new run
                 run.finished = True
+                run.finished_at = time.perf_counter()
                 return run
 
 
@@ -208,6 +212,8 @@ async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.
                 if run.grid_url is None or run.grid_url == grid:
                     res.errors.append(f"move {m + 1}: no new grid for β={target}")
                     continue
+                res.delta_s.append(run.grid_at - t0)
+                res.run_s.append(run.finished_at - t0)
                 await asyncio.to_thread(fetch, base, run.grid_url)
                 res.moves_s.append(time.perf_counter() - t0)
                 grid, current = run.grid_url, target
@@ -245,7 +251,9 @@ def summarise(n: int, results: list[SessionResult], wall: float) -> dict:
     opens = [r.open_s for r in results if r.open_s is not None]
     errors = [e for r in results for e in r.errors]
     return {"sessions": n, "moves": len(moves), "p50_s": percentile(moves, 0.5), "p95_s": percentile(moves, 0.95),
-            "max_s": max(moves) if moves else None, "open_p50_s": percentile(opens, 0.5),
+            "max_s": max(moves) if moves else None,
+            "delta_p50_s": percentile([t for r in results for t in r.delta_s], 0.5),
+            "run_p50_s": percentile([t for r in results for t in r.run_s], 0.5), "open_p50_s": percentile(opens, 0.5),
             "errors": len(errors), "error_examples": sorted(set(errors))[:5],
             "held": sum(r.held for r in results), "wall_s": round(wall, 2)}
 
