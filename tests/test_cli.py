@@ -106,8 +106,8 @@ def test_train_flags_reach_the_configs():
     assert train_configs(build_parser().parse_args(["train", "--out", "runs/x"]))[0].out == "runs/x"
 
 
-def test_pedcc_fixed_iterations_and_out(tmp_path):
-    res = cli("pedcc", "--classes", 4, "--dim", 3, "--iters", 50, "--json", "--out", tmp_path / "c.safetensors")
+def test_pedcc_fixed_iterations_and_out(tmp_path, here):
+    res = here("pedcc", "--classes", 4, "--dim", 3, "--iters", 50, "--json", "--out", tmp_path / "c.safetensors")
     assert json.loads(res.stdout)["iterations"] == 50
     from safetensors.torch import load_file
     c = load_file(tmp_path / "c.safetensors")["centroids"]
