@@ -104,9 +104,12 @@ def main(argv=None) -> int:
         f"Target (N = 16, zero errors, p95 < 1 s): {'met' if target else 'not met'} at N = {biggest['sessions']} "
         f"(errors {biggest['errors']}, p95 {bench_load.fmt(biggest['p95_s'])}). "
         + ("" if target else
-           "What limits it: one Streamlit process runs every session's script on 2 shared cores (with other jobs "
-           "running), and each session's first grid at a new β is 32 reconstructions computed on demand; the "
-           "sessions queue for the cores. ")
+           "What limits it: one Streamlit process runs every session's script (page code, protobuf and Arrow "
+           "serialisation, cache copies) under one interpreter lock, so the sessions' reruns queue behind each "
+           "other: with one session a β move is a cache hit whose whole script run takes the 'script run' time "
+           "above, and N sessions moving at once wait for about N of those, on 2 cores shared with other jobs. "
+           "The grid itself is ready early (grid delta column); the PNG is served when the run ends. Several "
+           "server processes behind a proxy, or fewer elements per rerun, would be the ways past it. ")
         + f"Worst p95 over all N: {bench_load.fmt(worst)}.")
     for r in rows:
         for e in r["error_examples"]:

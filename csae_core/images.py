@@ -66,8 +66,8 @@ def decode_image(data: bytes | str | Path, name: str = "image", max_pixels: int 
     except Image.DecompressionBombError:  # PIL's own bound, hit in open() for a huge header
         raise CSAEError(too_big) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError):
-        raise CSAEError(f"{name} is not a PNG or JPEG image we can decode (or it is truncated). "
-                        f"Fix: upload a PNG or JPEG file.") from None
+        raise CSAEError(f"{name} is not an image we can decode (only PNG and JPEG are read, and a truncated file "
+                        f"fails too). Fix: upload a PNG or JPEG file.") from None
     return img
 
 
