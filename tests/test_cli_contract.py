@@ -130,6 +130,18 @@ def f(app_fixture, tmp_path_factory) -> dict:
     Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, format="PNG")  # incompressible
     files["truncated_png"] = d / "trunc.png"
     files["truncated_png"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    # IDX gzip bombs: a header claiming 2^31 images, and one claiming 10 images followed by 64 MB of zeros.
+    bomb = d / "bombdata" / "mnist"
+    bomb.mkdir(parents=True)
+    import gzip
+
+    head = lambda n: np.array([2051, n, 28, 28], ">u4").tobytes()  # noqa: E731
+    (bomb / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(head(2**31 - 1) + bytes(784), 1))
+    (bomb / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(head(10) + bytes(64 * 2**20), 9))
+    for stem, n in (("train", 2**31 - 1), ("t10k", 10)):
+        (bomb / f"{stem}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(np.array([2049, n], ">u4").tobytes() + bytes(10), 1))
+    files["bombdata"] = d / "bombdata"
     return files
 
 
@@ -153,6 +165,9 @@ CASES = [
     ("data check a file", "data check --data-dir {garbage}", {2}),
     ("data check /dev/zero", "data check --data-dir {zero}", {2}),
     ("data download unknown", "data download nosuch --data-dir {dir}", {2}),
+    ("data check IDX gzip bombs", "data check --data-dir {bombdata}", {2}),
+    ("evaluate on IDX gzip bombs", "evaluate {good} --data-dir {bombdata}", {2}),
+    ("train on IDX gzip bombs", "train --epochs 1 --data-dir {bombdata} --out {dir}/bomb-run", {2}),
     # train (all refused before any data is read)
     ("train grad-clip -1", "train --grad-clip -1 --epochs 1 --out {dir}/r", {2}),
     ("train grad-clip nan", "train --grad-clip nan --epochs 1 --out {dir}/r", {2}),
