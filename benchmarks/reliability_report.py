@@ -21,9 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]  # csae_core and app are installed (-e .); run as a script,
+# this file's folder is on the import path, so `import bench_load` finds benchmarks/bench_load.py
 
 TESTS = ["tests/test_cli_contract.py", "tests/test_image_corpus.py", "tests/test_crash_consistency.py",
          "tests/test_reliability_app.py", "tests/test_load.py"]
