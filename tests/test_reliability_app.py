@@ -173,3 +173,11 @@ def test_bad_checkpoints_dir(page, where, app_env, zoos, monkeypatch, tmp_path):
     monkeypatch.setenv("CSAE_CHECKPOINTS_DIR", str(zoos["a_file"] if where == "a_file" else tmp_path / "nowhere"))
     at = open_page(page)
     assert not at.error
+
+
+@pytest.mark.parametrize("value", ["/dev/zero", "/nowhere/at/all", "\x01weird"])
+@pytest.mark.parametrize("page", ["home", "reconstructions", "letters", "latent_space"])
+def test_bad_data_dir(page, value, app_env, monkeypatch):
+    monkeypatch.setenv("CSAE_DATA_DIR", value)
+    at = open_page(page)
+    assert not at.error, [e.value for e in at.error]
