@@ -124,9 +124,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, prefix: str, skip=(),
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        kw = dict(dest=f"{prefix}.{f.name}", default=argparse.SUPPRESS,
-                  help=HELP.get(f.name) or " ".join(x for x in (comments.get(f.name), f"(default: {default!r})") if x))
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = HELP.get(f.name) or " ".join(x for x in (comments.get(f.name), f"(default: {default!r})") if x)
+        kw = dict(dest=f"{prefix}.{f.name}", default=argparse.SUPPRESS, required=required,
+                  help=text.replace("%", "%%"))  # argparse formats help with %
         hint = _flag_type(hints[f.name])
         if hint is not bool and not (choices and f.name in choices):
             kw["metavar"] = f.name.upper()

@@ -1,4 +1,5 @@
 """The CLI as a user runs it: JSON outputs, and bad input as one clear line, never a traceback."""
+import argparse
 import dataclasses
 import gzip
 import json
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from csae_core.checkpoint import save_checkpoint
-from csae_core.cli import FROM_DATA, build_parser, main, train_configs
+from csae_core.cli import FROM_DATA, add_config_flags, build_parser, config_from, main, train_configs
 from csae_core.model import ModelConfig, build_model
 from csae_core.pedcc import generate_pedcc
 from csae_core.train import TrainConfig
@@ -82,6 +83,25 @@ def test_train_has_a_flag_for_every_config_field():
     wanted = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)}
     wanted |= {f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in FROM_DATA}
     assert wanted <= dests, sorted(wanted - dests)
+
+
+def test_config_flags_from_any_dataclass():
+    @dataclasses.dataclass
+    class Demo:
+        rate: float = 0.5  # used 50% of the time
+        names: tuple = ("a",)  # several values
+        fast: bool = False
+        where: str | None = None
+        size: int = dataclasses.field(default_factory=lambda: 7)
+
+    p = argparse.ArgumentParser()
+    add_config_flags(p, Demo, "demo")
+    assert "used 50% of the time (default: 0.5)" in " ".join(p.format_help().split())
+    assert config_from(Demo, p.parse_args([]), "demo") == Demo()
+    got = config_from(Demo, p.parse_args(["--rate", "0.25", "--names", "x", "y", "--fast", "--where", "w",
+                                          "--size", "3"]), "demo")
+    assert got == Demo(0.25, ("x", "y"), True, "w", 3)
+    assert config_from(Demo, p.parse_args(["--no-fast"]), "demo").fast is False
 
 
 def test_no_train_flags_give_the_dataclass_defaults():
