@@ -20,7 +20,8 @@ from csae_core.checkpoint import load_checkpoint
 from csae_core.errors import CSAEError
 from csae_core.evaluate import decoder_collapsed, evaluate_model
 from csae_core.model import ModelConfig
-from csae_core.train import TrainConfig, load_dataset_tensors, train
+from csae_core.preprocess import load_dataset_tensors
+from csae_core.train import TrainConfig, train
 
 
 def main():
