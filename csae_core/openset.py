@@ -148,7 +148,7 @@ def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, tor
 
 
 @torch.no_grad()
-def score_images(model, images: torch.Tensor, raw: tuple[str, ...], batch_size: int = 500,
+def score_images(model, images: torch.Tensor, raw: tuple[str, ...], batch_size: int = 250,
                  device="cpu") -> dict[str, np.ndarray]:
     """Raw outlier scores {name: (N,) float64} of uint8 images (N, C, H, W), one forward pass per batch."""
     from .evaluate import batches
@@ -321,7 +321,7 @@ def scores_from_raw(raw: dict[str, dict[str, np.ndarray]], names) -> dict[str, d
 
 
 def evaluate_openset(model, known: dict[str, torch.Tensor], unknown: torch.Tensor, unknown_labels: torch.Tensor,
-                     names=None, batch_size: int = 500, device="cpu") -> OpenSetResult:
+                     names=None, batch_size: int = 250, device="cpu") -> OpenSetResult:
     """Score `model` on known {'validation', 'test'} and unknown uint8 images; `names` (default: every
     score the model has) are all derived from one forward pass per image."""
     import time
