@@ -2,8 +2,9 @@
 
 Modules, one job each:
   registry  which trained models exist (checkpoints/manifest.json, else the checkpoint JSONs)
-  analysis  glue that calls csae_core on arrays (reconstructions, latents, PCA, nearest centroid)
-  loaders   the st.cache_resource / st.cache_data wrappers (the only module that caches)
+  analysis  glue that calls csae_core on arrays (reconstructions, latents, nearest centroid)
+  loaders   every cache: st.cache_resource / st.cache_data keyed per checkpoint version, and the
+            per-session memo of user letters (the only module that caches)
   grids     image grids and PNG bytes for st.image
   figures   plotly figure builders (return go.Figure, no st. calls)
   letters   user images (uploads, canvas) -> EMNIST-style model inputs or a message
