@@ -36,8 +36,10 @@ def real(name: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch):
-    # A developer's CSAE_DATA_DIR must not leak into lookup-order tests.
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    # A developer's CSAE_DATA_DIR must not leak into lookup-order tests, nor a mirror (CSAE_DATA_URL, as in
+    # .ci/run's fresh-clone run) into the tests of the official-download path.
+    for var in (data.ENV_VAR, data.URL_VAR, data.SHA256_VAR):
+        monkeypatch.delenv(var, raising=False)
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
