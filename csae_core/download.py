@@ -63,9 +63,8 @@ def tqdm_progress(desc: str) -> tuple[Progress, Callable[[], None]]:
 
     def progress(done: int, total: int | None) -> None:
         if total and bar.total != total:
-            bar.reset(total=total)
-        bar.n = done
-        bar.refresh()
+            bar.reset(total=total)  # a new file
+        bar.update(done - bar.n)  # redraws at most every 0.1 s (tqdm's mininterval), so logs stay short
 
     return progress, bar.close
 
