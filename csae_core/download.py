@@ -44,7 +44,7 @@ __all__ = ["URL_VAR", "SHA256_VAR", "download_dataset", "ensure_dataset", "tqdm_
 URL_VAR = "CSAE_DATA_URL"
 SHA256_VAR = "CSAE_DATA_SHA256"
 RETRIES = 4  # attempts per URL after a cut connection (each resumes where the last stopped)
-TIMEOUT = 60  # seconds without data before a connection counts as cut
+TIMEOUT = 30  # seconds without data before a connection counts as cut
 CHUNK = 1 << 20
 _HEADERS = {"User-Agent": "Mozilla/5.0 (compatible; csae-explorer)"}  # NIST answers 403 to urllib's default
 
@@ -118,13 +118,15 @@ def _fetch(url: str, dest: Path, progress: Progress | None) -> dict[str, str]:
             except urllib.error.HTTPError:
                 raise
             except (_Cut, http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as e:
-                if attempt == RETRIES:
-                    raise urllib.error.URLError(f"connection cut {RETRIES + 1} times, last: {e}") from None
+                silent = isinstance(e, (socket.timeout, TimeoutError)) and not done  # a host that never answers
+                if attempt == RETRIES or silent:
+                    raise urllib.error.URLError(f"connection cut {attempt + 1} time(s), last: {e}") from None
                 out.flush()
                 time.sleep(min(0.2 * 2 ** attempt, 2.0))
             except urllib.error.URLError as e:
-                # A reset while reading surfaces as URLError(reason=ConnectionError): retry that too.
-                if not isinstance(e.reason, (ConnectionError, socket.timeout, TimeoutError)) or attempt == RETRIES:
+                # A reset or refusal (a mirror still starting) surfaces as URLError(reason=ConnectionError):
+                # retried; a timeout before any byte is not (a blackholed network would cost minutes).
+                if not isinstance(e.reason, ConnectionError) or attempt == RETRIES:
                     raise
                 time.sleep(min(0.2 * 2 ** attempt, 2.0))
     raise AssertionError("unreachable")
