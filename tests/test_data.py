@@ -204,6 +204,25 @@ def test_corrupt_files(tmp_path, kind):
     assert not rows["test"]["ok"] and name in rows["test"]["problem"]
 
 
+@pytest.mark.parametrize("claim", ["shape", "count"])
+def test_gzip_bomb_is_one_clear_error_not_a_memory_error(tmp_path, claim):
+    """A small gzip that inflates far beyond what its IDX header says (or whose header claims billions of
+    images) is refused after reading at most the header's size + 1 byte: one CSAEError naming the file."""
+    folder = make_fake_mnist(tmp_path)
+    img = folder / DATASETS["mnist"].files["test"][0]
+    n = 20 if claim == "shape" else 4_000_000_000
+    with gzip.open(img, "wb") as f:
+        f.write(np.array([data.IMAGE_MAGIC, n, 28, 28], ">u4").tobytes())
+        for _ in range(32):  # 32 MB of zeros in a ~32 kB file; reading stops after 15,681 bytes
+            f.write(bytes(1 << 20))
+    assert img.stat().st_size < 64 << 10
+    with pytest.raises(CSAEError, match="too long" if claim == "shape" else "claims") as e:
+        data.read_idx(img, data.IMAGE_MAGIC, DATASETS["mnist"])
+    assert img.name in str(e.value) and "Fix:" in str(e.value)
+    rows = {r["split"]: r for r in check_datasets(tmp_path) if r["dataset"] == "mnist"}
+    assert rows["train"]["ok"] and not rows["test"]["ok"] and img.name in rows["test"]["problem"]
+
+
 def test_replaced_file_is_reread(tmp_path):
     folder = make_fake_mnist(tmp_path)
     assert load_split("mnist", "test", tmp_path)[0].shape[0] == 20
