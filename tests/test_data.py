@@ -216,8 +216,14 @@ def test_gzip_bomb_is_one_clear_error_not_a_memory_error(tmp_path, claim):
         for _ in range(32):  # 32 MB of zeros in a ~32 kB file; reading stops after 15,681 bytes
             f.write(bytes(1 << 20))
     assert img.stat().st_size < 64 << 10
+    import tracemalloc
+
+    tracemalloc.start()
     with pytest.raises(CSAEError, match="too long" if claim == "shape" else "claims") as e:
         data.read_idx(img, data.IMAGE_MAGIC, DATASETS["mnist"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, f"inflated {peak} bytes"  # not the 32 MB the gzip holds
     assert img.name in str(e.value) and "Fix:" in str(e.value)
     rows = {r["split"]: r for r in check_datasets(tmp_path) if r["dataset"] == "mnist"}
     assert rows["train"]["ok"] and not rows["test"]["ok"] and img.name in rows["test"]["problem"]
