@@ -20,8 +20,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import sys
 import tarfile
 from pathlib import Path
 
