@@ -226,6 +226,14 @@ CASES = [
 ]
 
 
+# Cases where a refusal is not enough: the reason must be the right one (nothing outside was read).
+REASONS = {"evaluate wtrav": "outside its own folder", "evaluate wzero": "outside its own folder",
+           "evaluate wlink": "outside its own folder", "evaluate wfifo": "not a regular file",
+           "evaluate nan": "NaN/inf", "evaluate shape": "shape (10, 24), got (10, 40)", "evaluate zero": "no checkpoint",
+           "reconstruct image bomb_png": "pixel limit", "reconstruct image gif_png": "PNG and JPEG",
+           "reconstruct image zero": "not a regular file", "reconstruct image fifo_png": "not a regular file"}
+
+
 @pytest.mark.parametrize("case, argv, allowed", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clear_line(case, argv, allowed, f):
     args = [a.format(**f) for a in argv.split()]
@@ -236,3 +244,5 @@ def test_bad_input_is_one_clear_line(case, argv, allowed, f):
     assert code in allowed, (code, err[-2000:])
     if code == 2 and not err.startswith("usage:"):
         assert err.strip().splitlines()[-1].startswith("error: "), err[-2000:]
+    if case in REASONS:
+        assert REASONS[case] in err, err[-2000:]
