@@ -18,7 +18,7 @@ import numpy as np
 from .datasets import DATASETS, ENV_VAR, DatasetSpec, find_dataset_dir, split_paths
 from .errors import CSAEError
 
-__all__ = ["IMAGE_MAGIC", "LABEL_MAGIC", "IMAGE_SIZE", "MAX_ITEMS", "read_idx", "write_idx_gz",
+__all__ = ["IMAGE_MAGIC", "LABEL_MAGIC", "IMAGE_SIZE", "MAX_ITEMS", "read_idx", "idx_count", "write_idx_gz",
            "load_split", "present_classes", "check_datasets"]
 
 IMAGE_MAGIC = 2051  # IDX: 0x00000803 = unsigned byte, 3 dims
@@ -27,45 +27,83 @@ IMAGE_SIZE = 28
 MAX_ITEMS = 1_000_000  # EMNIST's largest split (byclass train) has 697,932 images: 0.78 GB at most
 
 
+def _fix(spec: DatasetSpec) -> str:
+    return (f"Fix: delete it and run `python -m csae_core data download {spec.name}` "
+            f"(or point --data-dir / {ENV_VAR} at a good copy).")
+
+
+def _header(f, path: Path, magic: int, spec: DatasetSpec) -> tuple[int, int, int]:
+    """(N, bytes per item, header bytes) from an open gzip stream, after checking magic, dims and N."""
+    bad = f"{spec.title} file {path}"
+    header = 16 if magic == IMAGE_MAGIC else 8
+    head = f.read(header)
+    if len(head) < header:
+        raise CSAEError(f"{bad} is truncated (only {len(head)} bytes, no IDX header). {_fix(spec)}")
+    dims = np.frombuffer(head, dtype=">u4")
+    if int(dims[0]) != magic:
+        kind = "images" if magic == IMAGE_MAGIC else "labels"
+        raise CSAEError(f"{bad} has magic number {int(dims[0])}, expected {magic} "
+                        f"for an IDX {kind} file. {_fix(spec)}")
+    n = int(dims[1])
+    if magic == IMAGE_MAGIC and (int(dims[2]), int(dims[3])) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise CSAEError(f"{bad} holds {int(dims[2])}x{int(dims[3])} images, expected 28x28. {_fix(spec)}")
+    if n > MAX_ITEMS:
+        raise CSAEError(f"{bad} claims {n} items, more than the {MAX_ITEMS} we accept "
+                        f"(the largest EMNIST split has 697,932). {_fix(spec)}")
+    return n, (IMAGE_SIZE * IMAGE_SIZE if magic == IMAGE_MAGIC else 1), header
+
+
+def _open_error(e: Exception, path: Path, spec: DatasetSpec) -> CSAEError:
+    if isinstance(e, MemoryError):
+        return CSAEError(f"{spec.title} file {path} is too large to read into memory. {_fix(spec)}")
+    return CSAEError(f"{spec.title} file {path} is not a readable gzip file (damaged or truncated: {e}). "
+                     f"{_fix(spec)}")
+
+
 def read_idx(path: Path, magic: int, spec: DatasetSpec) -> np.ndarray:
     """Parse a gzipped IDX file: images -> uint8 (N, 28, 28), labels -> uint8 (N,).
 
     Inflates at most the header's ``N * 28 * 28`` (or ``N``) bytes + 1, with ``N <= MAX_ITEMS``.
     """
-    fix = (f"Fix: delete it and run `python -m csae_core data download {spec.name}` "
-           f"(or point --data-dir / {ENV_VAR} at a good copy).")
-    bad = f"{spec.title} file {path}"
-    header = 16 if magic == IMAGE_MAGIC else 8
     try:
         with gzip.open(path, "rb") as f:
-            head = f.read(header)
-            if len(head) < header:
-                raise CSAEError(f"{bad} is truncated (only {len(head)} bytes, no IDX header). {fix}")
-            dims = np.frombuffer(head, dtype=">u4")
-            if int(dims[0]) != magic:
-                kind = "images" if magic == IMAGE_MAGIC else "labels"
-                raise CSAEError(f"{bad} has magic number {int(dims[0])}, expected {magic} "
-                                f"for an IDX {kind} file. {fix}")
-            n = int(dims[1])
-            if magic == IMAGE_MAGIC and (int(dims[2]), int(dims[3])) != (IMAGE_SIZE, IMAGE_SIZE):
-                raise CSAEError(f"{bad} holds {int(dims[2])}x{int(dims[3])} images, expected 28x28. {fix}")
-            if n > MAX_ITEMS:
-                raise CSAEError(f"{bad} claims {n} items, more than the {MAX_ITEMS} we accept "
-                                f"(the largest EMNIST split has 697,932). {fix}")
-            item = IMAGE_SIZE * IMAGE_SIZE if magic == IMAGE_MAGIC else 1
+            n, item, header = _header(f, path, magic, spec)
             body = f.read(n * item + 1)  # one byte more reveals extra data; never inflates beyond it
-    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise CSAEError(f"{bad} is not a readable gzip file (damaged or truncated: {e}). {fix}") from None
-    except MemoryError:
-        raise CSAEError(f"{bad} is too large to read into memory. {fix}") from None
+    except (OSError, EOFError, zlib.error, MemoryError) as e:  # BadGzipFile is an OSError
+        raise _open_error(e, path, spec) from None
     if len(body) != n * item:
         if len(body) < n * item:
             what, got = "truncated", f"got {header + len(body)}"
         else:
             what, got = "too long", "it expands beyond that"
-        raise CSAEError(f"{bad} is {what} (expected {header + n * item} bytes for {n} items, {got}). {fix}")
+        raise CSAEError(f"{spec.title} file {path} is {what} (expected {header + n * item} bytes for {n} items, "
+                        f"{got}). {_fix(spec)}")
     arr = np.frombuffer(body, dtype=np.uint8)
     return arr.reshape(n, IMAGE_SIZE, IMAGE_SIZE) if magic == IMAGE_MAGIC else arr
+
+
+def idx_count(path: Path, magic: int, spec: DatasetSpec) -> int:
+    """N from a gzipped IDX file's header (magic, dims and N checked; the payload is not inflated)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return _header(f, path, magic, spec)[0]
+    except (OSError, EOFError, zlib.error, MemoryError) as e:
+        raise _open_error(e, path, spec) from None
+
+
+def _checked_labels(spec: DatasetSpec, images: str, labels: str, n_images: int, lab: np.ndarray) -> np.ndarray:
+    """Labels int64 0-based, after checking they match the image count and lie in the class range."""
+    if n_images != len(lab):
+        raise CSAEError(f"{spec.title} files {images} ({n_images} images) and {labels} "
+                        f"({len(lab)} labels) do not match. Fix: delete both and run "
+                        f"`python -m csae_core data download {spec.name}`.")
+    lab = lab.astype(np.int64) - spec.label_offset
+    if len(lab) and (lab.min() < 0 or lab.max() >= spec.num_classes):
+        lo, hi = int(lab.min()) + spec.label_offset, int(lab.max()) + spec.label_offset
+        raise CSAEError(f"{spec.title} file {labels} has labels {lo}..{hi}, outside "
+                        f"{spec.label_offset}..{spec.num_classes - 1 + spec.label_offset}. "
+                        f"Fix: delete it and run `python -m csae_core data download {spec.name}`.")
+    return lab
 
 
 def write_idx_gz(path: Path, array: np.ndarray, magic: int) -> None:
@@ -92,17 +130,7 @@ def _load_cached(name: str, images: str, labels: str, _stamp: tuple) -> tuple[np
     """
     spec = DATASETS[name]
     img = read_idx(Path(images), IMAGE_MAGIC, spec)
-    lab = read_idx(Path(labels), LABEL_MAGIC, spec)
-    if len(img) != len(lab):
-        raise CSAEError(f"{spec.title} files {images} ({len(img)} images) and {labels} "
-                        f"({len(lab)} labels) do not match. Fix: delete both and run "
-                        f"`python -m csae_core data download {name}`.")
-    lab = lab.astype(np.int64) - spec.label_offset
-    if len(lab) and (lab.min() < 0 or lab.max() >= spec.num_classes):
-        lo, hi = int(lab.min()) + spec.label_offset, int(lab.max()) + spec.label_offset
-        raise CSAEError(f"{spec.title} file {labels} has labels {lo}..{hi}, outside "
-                        f"{spec.label_offset}..{spec.num_classes - 1 + spec.label_offset}. "
-                        f"Fix: delete it and run `python -m csae_core data download {name}`.")
+    lab = _checked_labels(spec, images, labels, len(img), read_idx(Path(labels), LABEL_MAGIC, spec))
     if spec.transposed:
         img = np.ascontiguousarray(img.transpose(0, 2, 1))
     img.setflags(write=False)
@@ -139,24 +167,32 @@ def present_classes(name: str, split: str, data_dir: str | Path | None = None) -
     return [int(c) for c in np.unique(lab)]
 
 
-def check_datasets(data_dir: str | Path | None = None) -> list[dict]:
+def check_datasets(data_dir: str | Path | None = None, full_splits: tuple[str, ...] | None = None) -> list[dict]:
     """Validate every dataset/split by structure; never raises for a bad or missing file.
 
-    One row per dataset/split: ``{dataset, split, path, ok, missing, images, problem, classes}``
+    One row per dataset/split: ``{dataset, split, path, ok, missing, images, problem, classes, checked}``
     (``missing``: no folder holds the dataset, as opposed to a damaged file; ``classes``: names
-    of the classes present, so a partial split is visible).
+    of the classes present, so a partial split is visible). Splits in ``full_splits`` (all when None)
+    are parsed whole; the others are ``checked: "header"``: their images file's header and their
+    labels whole, without inflating the images (the app, which reads only test splits, checks so).
     """
     rows = []
     for name, spec in DATASETS.items():
         folder = find_dataset_dir(name, data_dir)
         for split, (img_file, lab_file) in spec.files.items():
+            full = full_splits is None or split in full_splits
             row = {"dataset": name, "split": split, "path": None, "ok": False, "missing": folder is None,
-                   "images": 0, "problem": None, "classes": []}
+                   "images": 0, "problem": None, "classes": [], "checked": "full" if full else "header"}
             rows.append(row)
             try:
                 images, labels = split_paths(name, split, data_dir)
                 row["path"] = str(images)
-                img, lab = load_paths(name, images, labels)
+                if full:
+                    img, lab = load_paths(name, images, labels)
+                else:
+                    n = idx_count(images, IMAGE_MAGIC, spec)
+                    lab = _checked_labels(spec, str(images), str(labels), n, read_idx(labels, LABEL_MAGIC, spec))
+                    img = range(n)
             except (CSAEError, OSError, MemoryError) as e:
                 row["problem"] = str(e) if isinstance(e, CSAEError) else f"{img_file}: cannot read ({e})"
                 if folder is not None:

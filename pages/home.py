@@ -73,8 +73,10 @@ rows = loaders.dataset_rows()
 st.dataframe(
     [{"dataset": r["dataset"], "split": r["split"], "ok": r["ok"], "images": r["images"],
       "classes present": " ".join(r["classes"]) if len(r["classes"]) <= 26 else f"{len(r['classes'])}",
+      "checked": "whole file" if r.get("checked") != "header" else "header and labels",
       "path or problem": shown_path(r["path"]) if r["ok"] else shown_text(r["problem"])} for r in rows],
     hide_index=True)
+st.caption("The app reads the test splits only; `python -m csae_core data check` parses every file whole.")
 if "downloaded" in st.session_state:
     st.success(f"{st.session_state.pop('downloaded')} is ready.")
 missing = [n for n in data.DATASETS if loaders.data_folder(n) is None]

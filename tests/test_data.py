@@ -229,6 +229,21 @@ def test_gzip_bomb_is_one_clear_error_not_a_memory_error(tmp_path, claim):
     assert rows["train"]["ok"] and not rows["test"]["ok"] and img.name in rows["test"]["problem"]
 
 
+@pytest.mark.parametrize("kind", ["bad magic", "wrong dims", "count mismatch", "labels out of range"])
+def test_header_check_finds_structural_damage_without_inflating(tmp_path, kind):
+    import tracemalloc
+
+    make_fake_mnist(tmp_path, n=5000)  # 3.9 MB of images per split
+    name = _corrupt(kind, tmp_path / "mnist")
+    tracemalloc.start()
+    rows = {r["split"]: r for r in check_datasets(tmp_path, full_splits=()) if r["dataset"] == "mnist"}
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert rows["train"]["ok"] and rows["train"]["images"] == 5000 and rows["train"]["checked"] == "header"
+    assert not rows["test"]["ok"] and name in rows["test"]["problem"]
+    assert peak < 1 << 20  # the images were not inflated
+
+
 def test_replaced_file_is_reread(tmp_path):
     folder = make_fake_mnist(tmp_path)
     assert load_split("mnist", "test", tmp_path)[0].shape[0] == 20
