@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]  # csae_core and app are installed (-
 # this file's folder is on the import path, so `import bench_load` finds benchmarks/bench_load.py
 
 TESTS = ["tests/test_cli_contract.py", "tests/test_image_corpus.py", "tests/test_crash_consistency.py",
-         "tests/test_reliability_app.py", "tests/test_load.py"]
+         "tests/test_reliability_app.py", "tests/test_reliability_units.py", "tests/test_load.py"]
 COUNT_ORDER = ["bad inputs tried", "tracebacks seen", "kill points survived",
                "app pages run against broken zoos or settings", "sessions held"]
 
