@@ -91,7 +91,7 @@ def cmd_data(a) -> None:
 
 # ---------------------------------------------------------------- flags from the config dataclasses
 
-# Flag spellings that predate the generated flags (the README, checkpoints/train_zoo.py and scripts use them).
+# Flag spellings that predate the generated flags (the README, checkpoints/zoo.py and scripts use them).
 FLAG_NAMES = {"kind": "--model", "snapshots": "--snapshot"}
 # ModelConfig fields that train() takes from the data; a flag for them would be overridden.
 FROM_DATA = ("in_channels", "image_size", "num_classes")

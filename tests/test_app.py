@@ -116,9 +116,9 @@ def test_epoch_snapshots_and_side_by_side_strip():
     at = open_page("reconstructions")
     at.select_slider(key="recon_beta_mnist").set_value(0.0).run()
     epoch = at.radio(key="recon_epoch_0")
-    assert epoch.options == ["40", "80", "120"] and epoch.value == 120
+    assert epoch.options == ["4", "8", "12"] and epoch.value == 12  # a 12-epoch recipe: real epochs, not 40/80/120
     final = image_urls(at)[0]
-    epoch.set_value(40).run()
+    epoch.set_value(4).run()
     assert image_urls(at)[0] != final
     at.toggle(key="recon_strip").set_value(True).run()
     rows = [c for img in at.image for c in img.captions][1:]  # after the main grid
@@ -255,7 +255,7 @@ def test_views_without_checkpoints(page, app_env, monkeypatch):
     if page == "pedcc_sphere":
         assert at.get("plotly_chart"), "the PEDCC views work without models"
     else:
-        assert "python checkpoints/train_zoo.py" in notes and "python -m csae_core train" in notes
+        assert "python checkpoints/zoo.py train" in notes and "python -m csae_core train" in notes
 
 
 @pytest.mark.parametrize("page", ["reconstructions", "latent_space", "letters"])
