@@ -63,12 +63,15 @@ def show_letter_rows(titles, images28, recon, nearest) -> None:
     letter's nearest class for each CSAE (so models compare without scrolling)."""
     recons = {e.path: recon(e.path) for e in models}
     near = {e.label: nearest(e.path) for e in with_centroids}
+    judged = app_openset.verdicts(*nearest(verdict[0].path), verdict[1], names) if verdict else None
     for i, title in enumerate(titles):
         tiles, table = st.columns([len(models) + 1, 4 if near else 1], vertical_alignment="center")
         cells = tiles.columns(len(models) + 1)
         widgets.image_row(grids.png(grids.grid(images28[i][None], nrow=1)), f"{title} (input)", where=cells[0])
         for cell, e in zip(cells[1:], models):
             widgets.image_row(grids.png(grids.grid(recons[e.path][i][None], nrow=1)), e.label, where=cell)
+        if judged:
+            table.markdown(f"Verdict ({verdict[0].label}): **{judged[i]}**")
         if near:
             table.dataframe([{"model": label, "nearest class": names[int(classes[i])], "distance": float(dist[i])}
                              for label, (classes, dist) in near.items()], hide_index=True,
