@@ -154,7 +154,7 @@ def test_cli_json_fields(app_fixture):
     assert j["subsets"]["emnist-letters-no-ilosz"]["distance"]["unknown_images"] == 88
 
 
-@pytest.mark.slow  # ~20 s: CLI subprocesses on real test sets
+@pytest.mark.slow  # ~20 s on a busy machine: a CLI subprocess scoring the CVAE (a decode per class per image)
 def test_cli_limit_and_text(app_fixture):
     ck = app_fixture["checkpoints"] / "mnist" / "cvae.json"
     q = run_cli(ck, "--unknown", "emnist-letters", "--limit", "20", env_data=app_fixture["data"])
