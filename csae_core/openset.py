@@ -244,8 +244,8 @@ def _subsample(n: int, limit: int) -> torch.Tensor:
 
 
 def load_known(dataset: str, size: int, data_dir=None, limit: int = 0) -> dict[str, torch.Tensor]:
-    """{'validation': the last VALIDATION_IMAGES training images, 'test': the test images}, uint8
-    (N, 1, size, size); `limit` keeps an evenly spaced subset of each."""
+    """{'validation': the last VALIDATION_IMAGES training images (the tail train.validation_split holds out),
+    'test': the test images}, uint8 (N, 1, size, size); `limit` keeps an evenly spaced subset of each."""
     from . import data
 
     if dataset not in data.DATASETS:
