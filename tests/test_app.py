@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
-PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space"]
+PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space",
+         "open_set"]
 TIMEOUT = 60  # first runs import torch and load models; 2 busy cores
 
 

@@ -25,8 +25,9 @@ from csae_core.pedcc import generate_pedcc
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
-PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space"]
-MODEL_PAGES = ["distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space"]
+PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space",
+         "open_set"]
+MODEL_PAGES = ["distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space", "open_set"]
 
 
 def open_page(page: str) -> AppTest:
