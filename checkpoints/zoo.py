@@ -212,6 +212,8 @@ def cmd_train(a) -> None:
 
 def _image_steps(meta: dict) -> int:
     done = meta["history"][:meta["epoch"]]
+    if done and done[-1].get("image_steps"):  # cumulative, recorded since the validation-split change
+        return int(done[-1]["image_steps"])
     return sum(h.get("images") or meta["train"]["epoch_images"] for h in done)
 
 

@@ -322,7 +322,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig, resume: bool = False,
                                f"data, then --resume." if (out / "train_state.safetensors").is_file() else
                                "No checkpoint was written. Fix: lower --lr or check the data, then start again."))
         train_seconds = time.perf_counter() - t0
-        rec = {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch), **totals,  # at its end "images": int(seen),
+        # The epoch's lr is the one at its last step (a warm-up would make epoch 1 read as tiny).
+        rec = {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch), **totals,
+               "images": int(seen),
                "train_accuracy": float(correct / seen), "seconds": round(train_seconds, 2),
                "images_per_s": round(float(seen) / train_seconds, 1)}
         if rank == 0:

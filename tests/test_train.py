@@ -143,7 +143,9 @@ def test_validation_split_is_the_training_tail_and_never_the_test_set(tmp_path, 
         assert torch.equal(images.cpu(), tx[-100:]) and torch.equal(labels.cpu(), ty[-100:])
     ck = load_checkpoint(tmp_path / "v")
     assert ck.meta["metrics"]["split"] == "validation" and ck.meta["metrics"]["test_images"] == 100
-    assert "val_accuracy" in ck.meta["history"][-1] and "test_accuracy" not in ck.meta["history"][-1]
+    last = ck.meta["history"][-1]
+    assert "val_accuracy" in last and "test_accuracy" not in last
+    assert last["images"] == last["image_steps"] == 64  # the training images of the epoch, none of the tail
     with pytest.raises(CSAEError, match="val-images"):
         T.validation_split((tx, ty), len(ty))
 
