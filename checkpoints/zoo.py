@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import hashlib
 import io
 import json
@@ -176,13 +177,20 @@ def export_and_evaluate(src: Path, dst: Path, data_dir=None, limit: int = 0) -> 
                        data_dir, limit)
 
 
+@functools.lru_cache(maxsize=4)
+def _test_split(dataset: str, data_dir, image_size: int):
+    """A dataset's test split, read once per process (the manifest evaluates 22 checkpoints on two datasets)."""
+    from csae_core.preprocess import load_dataset_tensors
+
+    return load_dataset_tensors(dataset, data_dir, image_size)[1]
+
+
 def evaluate_to(ck, out: Path, data_dir=None, limit: int = 0) -> dict:
     """What `python -m csae_core evaluate --json` prints, on the full test set, saved for manifest and table."""
     from csae_core.checkpoint import atomic_write_bytes
     from csae_core.evaluate import evaluate_model
-    from csae_core.train import load_dataset_tensors
 
-    _, (x, y), names = load_dataset_tensors(ck.meta["dataset"], data_dir, ck.config.image_size)
+    x, y = _test_split(ck.meta["dataset"], data_dir, ck.config.image_size)
     if limit:
         x, y = x[:limit], y[:limit]
     m = evaluate_model(ck.model, x, y, class_names=ck.class_names)
@@ -221,10 +229,9 @@ def quick_check(meta_path: Path, data_dir=None) -> dict:
     """Accuracy on the first CHECK_IMAGES test images, recorded so CI can confirm each shipped file."""
     from csae_core.checkpoint import load_checkpoint
     from csae_core.evaluate import evaluate_model
-    from csae_core.train import load_dataset_tensors
 
     ck = load_checkpoint(meta_path, check_manifest=False)  # the manifest being rebuilt
-    _, (x, y), _ = load_dataset_tensors(ck.meta["dataset"], data_dir)
+    x, y = _test_split(ck.meta["dataset"], data_dir, ck.config.image_size)
     m = evaluate_model(ck.model, x[:CHECK_IMAGES], y[:CHECK_IMAGES])
     return {"test_images": CHECK_IMAGES, "accuracy": m["accuracy"], "recon_mse": m["recon_mse"]}
 

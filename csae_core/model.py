@@ -354,8 +354,10 @@ class CVAE(_Base):
         return self.decoder(torch.cat([z, self._onehot(y, z.dtype)], dim=1))
 
     def encode(self, x, y=None):
-        """Posterior mean under label y (default: the best-fitting label)."""
-        return self.infer(x, y, with_recon=False).z
+        """Posterior mean under label y (default: the best-fitting label, which needs every label's ELBO)."""
+        if y is not None:
+            return self._posterior(x, y)[0]  # one encode, not one per class
+        return self.infer(x, with_recon=False).z
 
     def decode(self, z, y=None):
         if y is None:
