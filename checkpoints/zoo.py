@@ -250,8 +250,9 @@ def manifest_rows(data_dir=None) -> list[dict]:
         rows.append({
             "dataset": meta["dataset"], "model": meta["model"]["kind"], "beta": meta["model"]["beta"],
             "seed": meta["train"].get("seed", 0), "epoch": meta["epoch"], "epochs": epochs,
-            # The point of the paper's 120-epoch run this corresponds to (only meaningful for paper-length runs).
-            "paper_epoch": round(meta["epoch"] * PAPER_EPOCHS / epochs),
+            # The epoch of the paper's 120-epoch run: only for models trained with the paper's recipe (null
+            # otherwise, so no CPU model is ever labelled with the paper's 40/80/120).
+            "paper_epoch": round(meta["epoch"] * PAPER_EPOCHS / epochs) if meta.get("recipe") == "paper" else None,
             "recipe": meta["recipe"], "test_accuracy": ev.get("accuracy"), "recon_mse": ev.get("recon_mse"),
             "psnr": ev.get("psnr"), "test_images": ev.get("test_images"), "weights_dtype": meta["weights_dtype"],
             "image_steps": steps, "train_seconds": round(seconds, 1),

@@ -58,6 +58,7 @@ def test_tiny_recipe_end_to_end_with_two_jobs(tmp_path):
     assert {(r["model"], r["epoch"], r["recipe"], r["seed"]) for r in rows} == {
         ("csae", 2, "tiny", 0), ("csae", 1, "tiny", 0), ("cvae", 2, "tiny", 0)}
     assert all(r["image_steps"] == r["epoch"] * 32 for r in rows)
+    assert all(r["paper_epoch"] is None for r in rows)  # only paper-recipe models get the paper's epoch scale
     assert run("table").returncode == 0
     assert "| CSAE β=0 |" in (tmp_path / "results" / "table3.md").read_text()
     out = tmp_path / "packed"
