@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from csae_core.datasets import TRAINABLE
+from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_CHECKPOINTS_DIR"
 CHECKPOINT_FORMAT = "csae-checkpoint/1"
@@ -20,9 +23,8 @@ MAX_JSON_BYTES = 256 * 1024**2  # checkpoint JSONs bigger than this are skipped 
 PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
 TRAIN_COMMANDS = ("python checkpoints/zoo.py train", "python -m csae_core train --dataset mnist --beta 0.02")
 
-KIND_TITLES = {"csae": "CSAE", "csae-encoder": "CSAE encoder", "basenet": "Basenet", "cvae": "CVAE"}
-DATASET_ORDER = ("mnist", "fashion-mnist")  # MNIST first: the paper's main dataset, and the letters page's digits
-DEFAULT_MODEL = ("mnist", "csae", 0.02)  # what a page shows before the user picks: the app's default β
+DATASET_ORDER = TRAINABLE  # MNIST first: the paper's main dataset, and the letters page's digits
+DEFAULT_MODEL = (TRAINABLE[0], DEFAULT_KIND, DEFAULT_BETA)  # what a page shows before the user picks
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class ModelEntry:
     """One checkpoint, as listed by the manifest or read from its JSON."""
 
     dataset: str
-    kind: str  # csae | csae-encoder | basenet | cvae
+    kind: str  # a key of csae_core.model.KINDS
     beta: float
     epoch: int
     paper_epoch: int | None  # the epoch of the paper's 120-epoch run: only for models trained with that recipe
@@ -40,19 +42,23 @@ class ModelEntry:
     recon_mse: float | None = None
     epochs: int | None = None  # the length of the run this checkpoint comes from
 
+    # What the model can do, from its kind's class (csae_core.model.KINDS); an unknown kind can do nothing.
     @property
     def has_decoder(self) -> bool:
-        return self.kind in ("csae", "cvae")
+        return self.kind in KINDS and KINDS[self.kind].has_decoder
 
     @property
     def has_centroids(self) -> bool:
-        return self.kind in ("csae", "csae-encoder")
+        return self.kind in KINDS and KINDS[self.kind].has_centroids
+
+    @property
+    def has_logits(self) -> bool:
+        return self.kind in KINDS and KINDS[self.kind].has_logits
 
     @property
     def label(self) -> str:
         """Short name as in the paper's figures: 'CSAE β=0.02', 'CVAE'."""
-        name = KIND_TITLES.get(self.kind, self.kind)
-        return f"{name} β={self.beta:g}" if self.kind == "csae" else name
+        return KINDS[self.kind].label(self.beta) if self.kind in KINDS else self.kind
 
     @property
     def epoch_label(self) -> str:
@@ -171,7 +177,7 @@ def scan(folder: Path | None = None) -> list[ModelEntry]:
             e = _from_json(p)
             if e is not None:
                 entries.append(e)
-    kinds = list(KIND_TITLES)
+    kinds = list(KINDS)
     return sorted(entries, key=lambda e: (dataset_rank(e.dataset), kinds.index(e.kind) if e.kind in kinds else 9,
                                           e.beta, e.epoch))
 

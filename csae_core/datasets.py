@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .errors import CSAEError
 
-__all__ = ["PROJECT_ROOT", "ENV_VAR", "Download", "DatasetSpec", "DATASETS", "find_dataset_dir",
-           "resolve_data_dir", "default_download_root"]
+__all__ = ["PROJECT_ROOT", "ENV_VAR", "Download", "DatasetSpec", "DATASETS", "TRAINABLE", "DIGIT_LIKE_LETTERS",
+           "find_dataset_dir", "resolve_data_dir", "default_download_root"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_DATA_DIR"
@@ -47,6 +47,14 @@ class DatasetSpec:
     label_offset: int = 0  # EMNIST labels are 1..26
     # Splits a folder may lack and still count as this dataset (not official files).
     optional_splits: tuple[str, ...] = field(default=())
+    # Classes also written like another dataset's: open-set results also report this set without them.
+    lookalikes: str = ""
+    openset_unknowns: tuple[str, ...] = ()  # what results/make_openset.py scores this dataset's models against
+
+    @property
+    def trainable(self) -> bool:
+        """Has a training split: models are trained on it (the others serve as unknown images)."""
+        return "train" in self.files
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +88,7 @@ _EMNIST_URLS = (
     "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
     "https://www.itl.nist.gov/iaui/vip/cs_links/EMNIST/gzip.zip",  # torchvision's newer URL
 )
+DIGIT_LIKE_LETTERS = "ilosz"  # letters also written like digits (1, 1, 0, 5, 2)
 _EMNIST_FILES = {
     "test": ("emnist-letters-test-images-idx3-ubyte.gz", "emnist-letters-test-labels-idx1-ubyte.gz"),
     # Not an official file: one test image per letter, written by download_dataset.
@@ -96,6 +105,7 @@ DATASETS: dict[str, DatasetSpec] = {
         folder="mnist",
         class_names=tuple(str(d) for d in range(10)),
         files=_idx_files(),
+        openset_unknowns=("emnist-letters", "fashion-mnist"),
         downloads=tuple(
             Download(f, (_MNIST_MIRROR + f,), md5)
             for f, md5 in (
@@ -113,6 +123,7 @@ DATASETS: dict[str, DatasetSpec] = {
         class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         files=_idx_files(),
+        openset_unknowns=("mnist",),
         downloads=tuple(
             Download(f, (_FASHION_MIRROR + f,), md5)
             for f, md5 in (
@@ -136,8 +147,10 @@ DATASETS: dict[str, DatasetSpec] = {
         transposed=True,
         label_offset=1,
         optional_splits=("one-per-class",),
+        lookalikes=DIGIT_LIKE_LETTERS,
     ),
 }
+TRAINABLE = tuple(n for n, s in DATASETS.items() if s.trainable)  # mnist, fashion-mnist: the paper's order
 
 
 def spec_of(name: str) -> DatasetSpec:

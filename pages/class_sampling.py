@@ -37,8 +37,8 @@ widgets.image_row(loaders.samples_png(entry.path, classes, n, float(temperature)
                   f"temperature {temperature:g}, seed {seed}")
 
 st.header("Between two classes")
-if entry.kind == "cvae":
-    st.caption("The CVAE has no class centres to walk between; pick a CSAE model for this part.")
+if not entry.has_centroids:
+    st.caption(f"The {entry.label} has no class centres to walk between; pick a CSAE model for this part.")
 else:
     i = st.columns(4)
     a = i[0].selectbox("From", range(len(names)), index=0, format_func=lambda j: names[j], key="interp_a")

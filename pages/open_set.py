@@ -32,7 +32,7 @@ models = {e.path: e for e in widgets.loadable([e for e in entries if e.dataset =
 if not models:
     st.stop()
 preferred = registry.default_entry(list(models.values()))
-start = [p for p, e in models.items() if e.kind == "basenet" or (preferred and p == preferred.path)] or list(models)[:1]
+start = [p for p, e in models.items() if e.has_logits or (preferred and p == preferred.path)] or list(models)[:1]
 chosen = top[2].multiselect("Models", list(models), default=start, format_func=lambda p: models[p].label,
                             key=f"openset_models_{dataset}")
 if not chosen:
