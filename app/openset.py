@@ -31,6 +31,31 @@ def unknown_choices(dataset: str) -> list[str]:
     return [n for n, (ds, _, _) in openset.UNKNOWN_SETS.items() if ds != dataset and loaders.data_folder(ds)]
 
 
+def unknown_folder(unknown: str) -> str | None:
+    """The folder of unknown set `unknown`'s dataset (None if missing)."""
+    return loaders.data_folder(openset.UNKNOWN_SETS[unknown][0])
+
+
+def score_help() -> str:
+    return "; ".join(f"{k}: {v}" for k, v in openset.SCORE_DESCRIPTIONS.items())
+
+
+def threshold95(split_scores: dict[str, np.ndarray]) -> float:
+    """The threshold that keeps 95 % of the known validation images (never set on test images)."""
+    return openset.threshold_at_tpr(split_scores["validation"])
+
+
+def roc_curves(results: dict, labels: dict[str, str], shown: tuple[str, str]) -> dict:
+    """{'label · score': (FPR, TPR)} of each model's default score, and of the (path, score) `shown` above."""
+    curves = {}
+    for p, per_score in results.items():
+        default = openset.default_score(loaders.load_model(p).model)
+        for name, s in per_score.items():
+            if (p, name) == shown or name == default:
+                curves[f"{labels[p]} · {name}"] = openset.roc_points(s["test"], s["unknown"])
+    return curves
+
+
 def images_for(path: str) -> int:
     return APP_IMAGES_LABEL_CONDITIONED if getattr(loaders.load_model(path).model, "label_conditioned", False) \
         else APP_IMAGES

@@ -12,14 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from csae_core.datasets import TRAINABLE
+from csae_core.checkpoint import FORMAT, MAX_JSON_BYTES, MAX_MANIFEST_BYTES, manifest_row_paths, read_regular_file
+from csae_core.datasets import DATASETS, TRAINABLE  # noqa: F401  (DATASETS: the pages' dataset registry)
+from csae_core.errors import CSAEError
 from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_CHECKPOINTS_DIR"
-CHECKPOINT_FORMAT = "csae-checkpoint/1"
-MAX_MANIFEST_BYTES = 16 * 1024**2  # a bigger manifest.json is not read (the zoo's is ~30 KB)
-MAX_JSON_BYTES = 256 * 1024**2  # checkpoint JSONs bigger than this are skipped unread
 PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
 TRAIN_COMMANDS = ("python checkpoints/zoo.py train", "python -m csae_core train --dataset mnist --beta 0.02")
 
@@ -108,15 +107,13 @@ def _paper_epoch(epoch: int, train: dict | None, recipe: str | None = "paper") -
 
 
 def _resolve(row_path: str, folder: Path) -> Path | None:
-    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder. Either
-    way the file must lie inside the checkpoints folder: a path that leaves it is ignored."""
-    p = Path(row_path)
-    if p.suffix != ".json":  # a stem such as mnist/csae-b0.02: append, with_suffix would eat ".02"
-        p = p.parent / (p.name + ".json")
-    if p.is_absolute():
+    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder
+    (csae_core.checkpoint.manifest_row_paths). Either way the file must lie inside the checkpoints folder:
+    a path that leaves it is ignored."""
+    if Path(row_path).is_absolute():
         return None  # a manifest names its checkpoints inside its own folder, never elsewhere
     inside = folder.resolve()
-    for c in (ROOT / p, folder / p, folder.parent / p):
+    for c in manifest_row_paths(folder / "manifest.json", row_path):
         c = c.resolve()
         if c.is_relative_to(inside) and c.is_file():  # no `..` or symlink out of the checkpoints folder
             return c
@@ -126,10 +123,10 @@ def _resolve(row_path: str, folder: Path) -> Path | None:
 def _from_manifest(folder: Path) -> list[ModelEntry]:
     try:
         manifest = folder / "manifest.json"
-        if not manifest.is_file() or manifest.stat().st_size > MAX_MANIFEST_BYTES:
+        if not manifest.is_file():
             return []
-        rows = json.loads(manifest.read_text())
-    except (OSError, ValueError, RecursionError):
+        rows = json.loads(read_regular_file(manifest, MAX_MANIFEST_BYTES, "manifest"))
+    except (CSAEError, OSError, ValueError, RecursionError):
         return []  # no (or a half-written) manifest: the glob below still finds the checkpoints
     entries = []
     for row in rows if isinstance(rows, list) else []:
@@ -149,10 +146,9 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
 
 def _from_json(path: Path) -> ModelEntry | None:
     try:
-        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
-            return None  # a FIFO or device named *.json would hang or exhaust memory
-        meta = json.loads(path.read_text())
-        if meta.get("format") != CHECKPOINT_FORMAT:
+        # Regular files under the size cap only: a FIFO or device named *.json would hang or exhaust memory.
+        meta = json.loads(read_regular_file(path, MAX_JSON_BYTES, "checkpoint JSON"))
+        if meta.get("format") != FORMAT:
             return None
         model = meta["model"]
         epoch = int(meta["epoch"])
@@ -163,7 +159,7 @@ def _from_json(path: Path) -> ModelEntry | None:
             path=str(path.resolve()), recipe=meta.get("recipe"),
             test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"),
             epochs=(meta.get("train") or {}).get("epochs"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (CSAEError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # not a checkpoint (or being written): skip it
 
 

@@ -25,6 +25,7 @@ import tarfile
 from pathlib import Path
 
 # Which kinds, β, datasets and paper figures: the registries, never spelled here.
+from csae_core.checkpoint import FORMAT
 from csae_core.datasets import TRAINABLE as DATASETS  # the datasets models are trained on, MNIST first
 from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
 
@@ -159,12 +160,9 @@ def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: 
 
 def export_and_evaluate(src: Path, dst: Path, data_dir=None, limit: int = 0) -> dict:
     """fp16 copy of a run's checkpoint into checkpoints/, evaluated on the full test set."""
-    from csae_core.checkpoint import load_checkpoint, save_checkpoint
+    from csae_core.checkpoint import export_checkpoint, load_checkpoint
 
-    ck = load_checkpoint(src)
-    meta = {k: v for k, v in ck.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
-                                                         "weights_dtype", "centroids")}
-    save_checkpoint(dst, ck.model, meta, half=True)
+    export_checkpoint(src, dst, half=True)
     # The manifest still lists the model this one replaces: `zoo.py manifest` is run afterwards.
     return evaluate_to(load_checkpoint(dst, check_manifest=False), EVAL / dst.parent.name / f"{dst.name}.json",
                        data_dir, limit)
@@ -173,22 +171,17 @@ def export_and_evaluate(src: Path, dst: Path, data_dir=None, limit: int = 0) -> 
 @functools.lru_cache(maxsize=4)
 def _test_split(dataset: str, data_dir, image_size: int):
     """A dataset's test split, read once per process (the manifest evaluates 22 checkpoints on two datasets)."""
-    from csae_core.preprocess import load_dataset_tensors
+    from csae_core.evaluate import test_split
 
-    return load_dataset_tensors(dataset, data_dir, image_size)[1]
+    return test_split(dataset, data_dir, image_size)
 
 
 def evaluate_to(ck, out: Path, data_dir=None, limit: int = 0) -> dict:
     """What `python -m csae_core evaluate --json` prints, on the full test set, saved for manifest and table."""
     from csae_core.checkpoint import atomic_write_bytes
-    from csae_core.evaluate import evaluate_model
+    from csae_core.evaluate import evaluate_checkpoint
 
-    x, y = _test_split(ck.meta["dataset"], data_dir, ck.config.image_size)
-    if limit:
-        x, y = x[:limit], y[:limit]
-    m = evaluate_model(ck.model, x, y, class_names=ck.class_names)
-    m.update(checkpoint=str(ck.path) + ".json", dataset=ck.meta.get("dataset"), model=ck.config.kind,
-             beta=ck.config.beta, epoch=ck.meta.get("epoch"))
+    m = evaluate_checkpoint(ck, limit=limit, split=_test_split(ck.meta["dataset"], data_dir, ck.config.image_size))
     atomic_write_bytes(out, json.dumps(m).encode())
     return m
 
@@ -233,7 +226,7 @@ def manifest_rows(data_dir=None) -> list[dict]:
     rows = []
     for meta_path in sorted(CKPT.glob("*/*.json")):
         meta = _json(meta_path)
-        if not meta or meta.get("format") != "csae-checkpoint/1":
+        if not meta or meta.get("format") != FORMAT:
             continue
         weights = meta_path.parent / meta["weights"]
         ev = _json(EVAL / meta_path.parent.name / meta_path.name) or {}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .classify import nearest_centroid
 from .errors import CSAEError
-from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_divergence
+from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_divergence, kl_per_image
 
 __all__ = ["ModelConfig", "ModelOutput", "ModelKind", "KINDS", "MODEL_KINDS", "DEFAULT_KIND", "DEFAULT_BETA",
            "build_model", "CSAE", "CSAEEncoder", "Basenet", "CVAE"]
@@ -267,7 +267,7 @@ class CSAE(_Base):
         return {"loss": loss1 + loss2, "loss1": loss1, "loss2": loss2}
 
     def predictions_from_output(self, out):
-        return torch.cdist(out.z.float(), self.centroids).argmin(1)
+        return nearest_centroid(out.z, self.centroids)[0]
 
     @torch.no_grad()
     def infer(self, x, y=None, with_recon=True):
@@ -393,8 +393,7 @@ class CVAE(_Base):
             mu, logvar = self._posterior(x, y)
             bce = F.binary_cross_entropy_with_logits(self._decode_logits(mu, y).float(), target,
                                                      reduction="none").flatten(1).sum(1)
-            kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(1)
-            scores.append(bce + kl)
+            scores.append(bce + kl_per_image(mu.float(), logvar.float()))
             mus.append(mu)
         return torch.stack(scores, 1), torch.stack(mus)
 

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .datasets import DATASETS, DIGIT_LIKE_LETTERS
+from .classify import nearest_centroid
+from .datasets import DATASETS, DIGIT_LIKE_LETTERS  # noqa: F401  (exported)
 from .errors import CSAEError
+from .evaluate import batches, reconstruction_errors
 
 __all__ = ["VALIDATION_IMAGES", "TARGET_TPR", "SCORE_DESCRIPTIONS", "UNKNOWN_SETS", "DIGIT_LIKE_LETTERS",
            "available_scores", "default_score", "check_scores", "raw_scores_needed", "score_images",
@@ -137,11 +138,6 @@ def check_scores(model, names) -> None:
 
 # ---------------------------------------------------------------- one pass over the images
 
-def _mse(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image MSE (B,) of the reconstruction clipped to the displayable range [0, 1]."""
-    return (recon.float().clamp(0, 1) - x.float()).pow(2).flatten(1).mean(1)
-
-
 @torch.no_grad()
 def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Raw outlier scores (B,) of one float batch, from a single pass through the model."""
@@ -150,14 +146,14 @@ def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, tor
         nelbo, mus = model.neg_elbo(x)  # (B, n) negative ELBO under every label, (n, B, d) posterior means
         out["elbo"], pred = nelbo.min(1)  # the best label's
         if "recon" in raw:  # decoded under the best label, as `reconstruct` does for an unlabelled image
-            out["recon"] = _mse(model.decode(mus[pred, torch.arange(len(x), device=x.device)], pred), x)
+            out["recon"] = reconstruction_errors(model.decode(mus[pred, torch.arange(len(x), device=x.device)], pred), x)
     else:
         # One pass: latent, prediction and (only if needed: it costs 3x the encoder) the reconstruction.
         res = model.infer(x, with_recon="recon" in raw)
         if "distance" in raw:
-            out["distance"] = torch.cdist(res.z.float(), model.centroids.float()).min(1).values
+            out["distance"] = nearest_centroid(res.z, model.centroids)[1].min(1).values
         if "recon" in raw:
-            out["recon"] = _mse(res.recon, x)
+            out["recon"] = reconstruction_errors(res.recon, x)
         if "msp" in raw or "energy" in raw:
             logits = res.logits.float()  # (B, n)
             out["msp"] = -logits.softmax(1).max(1).values
@@ -169,8 +165,6 @@ def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, tor
 def score_images(model, images: torch.Tensor, raw: tuple[str, ...], batch_size: int = 250,
                  device="cpu") -> dict[str, np.ndarray]:
     """Raw outlier scores {name: (N,) float64} of uint8 images (N, C, H, W), one forward pass per batch."""
-    from .evaluate import batches
-
     model.eval()
     parts: dict[str, list] = {k: [] for k in raw}
     fmt = torch.channels_last if images.dim() == 4 else torch.contiguous_format
