@@ -56,6 +56,17 @@ def final_models_or_stop(what: str, decoder_only: bool = False) -> list[registry
     return entries
 
 
+def choose_final_model(what: str, key: str, where=None, decoder_only: bool = False) -> registry.ModelEntry:
+    """A remembered pick among the fully trained models; with none, say so and stop the page."""
+    return choose_model(final_models_or_stop(what, decoder_only), key=key, where=where)
+
+
+def model_controls(what: str, key: str, widths: list) -> tuple[registry.ModelEntry, list]:
+    """A row of columns whose first picks the model (as choose_final_model); returns it and the other columns."""
+    first, *rest = st.columns(widths)
+    return choose_final_model(what, key, where=first), rest
+
+
 def load_or_stop(entry: registry.ModelEntry) -> Checkpoint:
     """The loaded checkpoint, or its problem (e.g. weights missing) shown with st.error and the page stopped."""
     try:

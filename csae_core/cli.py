@@ -322,6 +322,12 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
 
+    _add_checkpoint_commands(sub)
+    return p
+
+
+def _add_checkpoint_commands(sub) -> None:
+    """The commands that take a checkpoint: evaluate, sample, reconstruct, export, openset."""
     s = sub.add_parser("evaluate", help="test-set accuracy, confusion, reconstruction error, latent distances")
     s.add_argument("checkpoint")
     s.add_argument("--data-dir")
@@ -359,7 +365,6 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0, help="torch threads (0: one on a busy machine, else all)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_openset)
-    return p
 
 
 def main(argv=None) -> int:

@@ -9,15 +9,12 @@ st.caption("Fig. 10 of the paper: the Euclidean distances between the class cent
            "Because the centres are predefined and evenly spread, all off-diagonal distances are nearly equal — "
            "even for classes that look alike (4/9, 7/9 in MNIST).")
 
-entries = widgets.final_models_or_stop("the distance matrix")
-
-controls = st.columns([2, 2, 1])
-entry = widgets.choose_model(entries, key="dist_model", where=controls[0])
+entry, controls = widgets.model_controls("the distance matrix", key="dist_model", widths=[2, 2, 1])
 ckpt = widgets.load_or_stop(entry)
 names = ckpt.class_names
-source = controls[1].radio("Class means from", ["training latents stored in the checkpoint", "test set"],
+source = controls[0].radio("Class means from", ["training latents stored in the checkpoint", "test set"],
                            key="dist_source", horizontal=False)
-upper = controls[2].toggle("Upper triangle only", value=True, key="dist_upper")
+upper = controls[1].toggle("Upper triangle only", value=True, key="dist_upper")
 
 means = None
 if source.startswith("training"):

@@ -12,13 +12,10 @@ st.caption("Each dot is the latent code of one test image. A CSAE pulls each cla
            "(black diamonds). PCA is a linear projection (the centroids are projected with it); t-SNE keeps "
            "neighbourhoods instead of distances (the centroids are embedded along with the codes).")
 
-entries = widgets.final_models_or_stop("the latent space view")
-
-c = st.columns([3, 1, 1])
-entry = widgets.choose_model(entries, key="latent_model", where=c[0])
-how = c[1].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
+entry, c = widgets.model_controls("the latent space view", key="latent_model", widths=[3, 1, 1])
+how = c[0].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
 sizes = [500, 1000, 2000] if PROJECTIONS[how] == "tsne" else [500, 1000, 2000, 5000, 10_000]
-n = c[2].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
+n = c[1].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
 
 folder = loaders.data_folder(entry.dataset)
 if folder is None:
