@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from csae_core.images import GUTTER, tile
+from csae_core.images import GUTTER, tile  # noqa: F401  (GUTTER: the grey between tiles)
 from csae_core.preprocess import pad
 
 SCALE = 3  # display magnification of 32 px images
