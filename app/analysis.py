@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.metrics import confusion_matrix
 
 from csae_core.classify import nearest_centroid
 from csae_core.evaluate import encode, psnr, reconstruction_errors
@@ -73,8 +71,11 @@ def nearest_classes(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nearest_centroid_confusion(z: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
-                               class_names: list[str]) -> tuple[pd.DataFrame, float]:
+                               class_names: list[str]) -> tuple["pd.DataFrame", float]:
     """Confusion table (rows: true class, columns: nearest centroid) of latents z (N, d), and the accuracy."""
+    import pandas as pd  # only the Latent space view needs these: not on the app's start-up path
+    from sklearn.metrics import confusion_matrix
+
     predicted = nearest_centroid(torch.as_tensor(z), torch.as_tensor(centroids))[0].numpy()
     k = len(class_names)
     table = pd.DataFrame(confusion_matrix(labels, predicted, labels=np.arange(k)),

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import explorer_pages
+
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
 PAGES = explorer_pages()
