@@ -55,7 +55,7 @@ def image_urls(at: AppTest) -> list[str]:
 
 # What each view shows a user with the fixture zoo and data: its main figures, images or tables.
 SHOWS = {"home": ("dataframe", 2), "pedcc_sphere": ("plotly_chart", 3), "distance_matrix": ("plotly_chart", 2),
-         "reconstructions": ("imgs", 1), "class_sampling": ("imgs", 2), "letters": ("imgs", 2),
+         "reconstructions": ("image", 1), "class_sampling": ("image", 2), "letters": ("image", 2),
          "open_set": ("plotly_chart", 2), "latent_space": ("plotly_chart", 1)}
 
 
