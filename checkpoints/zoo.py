@@ -123,6 +123,13 @@ def plan(recipe: str, datasets, force: bool = False, only=None, models=None):
     return out
 
 
+def settings_for(recipe: str, model: str) -> dict:
+    """TrainConfig settings of `model` under `recipe`: the recipe's, then the kind's own optimizer settings
+    (ModelKind.train) with the recipe's run length for such kinds (`own`) on top."""
+    r, own = RECIPES[recipe], KINDS[model].train
+    return {**r["train"], **own, **(r["own"] if own else {})}
+
+
 def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: str = "auto",
               data_dir: str | None = None, threads: int = 0, root: str | None = None) -> str:
     """Train (or resume), export fp16 and evaluate one zoo model; returns a one-line summary."""
@@ -140,9 +147,8 @@ def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: 
     r = RECIPES[recipe]
     name = name_of(model, beta, seed)
     run_dir = ROOT / "runs" / "zoo" / recipe / ds / name
-    kind = KINDS[model]
-    settings = dict(r["train"], **kind.train, **(r["own"] if kind.train else {}))
-    snaps = tuple(r["snapshots"]) if (ds == DATASETS[0] and beta in kind.snapshot_betas and not seed) else ()
+    settings = settings_for(recipe, model)
+    snaps = tuple(r["snapshots"]) if (ds == DATASETS[0] and beta in KINDS[model].snapshot_betas and not seed) else ()
     cfg = TrainConfig(dataset=ds, data_dir=data_dir, out=str(run_dir), seed=seed, device=device, recipe=recipe,
                       snapshots=snaps, **settings)
     done = _json(run_dir / "last.json")

@@ -54,6 +54,16 @@ def test_capabilities_and_names_come_from_the_classes():
     assert zoo.ROWS[-1] == ("cvae", 0.0) and len(zoo.ROWS) == 8  # Table 3's seven rows, then the CVAE
 
 
+def test_a_kind_with_its_own_optimizer_keeps_it_under_every_recipe():
+    zoo = load(ROOT / "checkpoints" / "zoo.py", "zoo_registry_test3")
+    for recipe in zoo.RECIPES:
+        cvae, csae = zoo.settings_for(recipe, "cvae"), zoo.settings_for(recipe, "csae")
+        assert cvae["optimizer"] == "adam" and cvae["lr"] == 1e-3 and cvae["weight_decay"] == 0.0
+        assert cvae["epochs"] == zoo.RECIPES[recipe]["own"]["epochs"] and csae.get("optimizer", "sgd") == "sgd"
+    assert zoo.settings_for("tiny", "cvae")["batch_size"] == 16  # the recipe's own run length wins
+    assert zoo.settings_for("cpu-720k", "cvae")["batch_size"] == 512 and zoo.settings_for("cpu-720k", "csae")["nesterov"]
+
+
 def test_open_set_lists_and_pairs_come_from_the_dataset_registry():
     assert TRAINABLE == ("mnist", "fashion-mnist")  # MNIST first: the app's default and Table 3's first column
     assert list(openset.UNKNOWN_SETS) == ["emnist-letters", "emnist-letters-no-ilosz", "mnist", "fashion-mnist"]
