@@ -1,13 +1,20 @@
 """CSAE Explorer: the Streamlit UI around csae_core (`streamlit run app/explorer.py`).
 
-Modules, one job each:
-  registry  which trained models exist (checkpoints/manifest.json, else the checkpoint JSONs)
-  analysis  glue that calls csae_core on arrays (reconstructions, latents, nearest centroid)
-  loaders   every cache: st.cache_resource / st.cache_data keyed per checkpoint version, and the
-            per-session memo of user letters (the only module that caches)
-  grids     image grids and PNG bytes for st.image
-  figures   plotly figure builders (return go.Figure, no st. calls)
-  letters   user images (uploads, canvas) -> EMNIST-style model inputs or a message
-  widgets   shared Streamlit pieces: pickers, "what is missing" notes, image strips
-The pages themselves are in ../pages/.
+Pages (../pages/) import only this package; this package imports csae_core; csae_core never imports
+either. Modules, one job each:
+  registry      which trained models exist (checkpoints/manifest.json, else the checkpoint JSONs); what
+                a kind can do and how it is named come from csae_core.model.KINDS
+  analysis      glue that calls csae_core on arrays (reconstructions, latents, nearest centroid, distances);
+                uint8 pictures become model floats here, once
+  loaders       the caches: st.cache_resource / st.cache_data keyed per checkpoint version, and the
+                per-session memo of user letters
+  openset       the Open set view's scores (cached like loaders', with st.cache_data keyed by checkpoint
+                version: kept beside the view's thresholds and figures because nothing else uses them),
+                figures and the letters' verdict controls
+  grids         image grids (csae_core.images.tile) and PNG bytes for st.image
+  figures       plotly figure builders (return go.Figure, no st. calls)
+  letters       user images (uploads, canvas) -> EMNIST-style 28x28 inputs or a message
+  letter_views  the Letters page's rows and tables, as functions of the models shown
+  widgets       shared Streamlit pieces: pickers, "what is missing" notes, image strips, shown paths
+Caching lives in loaders and openset only.
 """

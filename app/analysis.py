@@ -2,7 +2,8 @@
 
 The maths is csae_core's: reconstruct/embed/predict, reconstruction_errors, psnr, nearest_centroid,
 sample_images, interpolate_latents, decode_latents; distances, class means and PCA are in
-csae_core.geometry.
+csae_core.geometry, re-exported here with the PEDCC metrics because pages import only `app`.
+Images come in as uint8 pictures (28 or 32 px) and are converted to model floats here, once.
 """
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import torch
 
 from csae_core.classify import nearest_centroid
 from csae_core.evaluate import encode, psnr, reconstruction_errors
+from csae_core.geometry import class_means, fit_pca, own_centroid_distances, pairwise_cosines, pairwise_distances
+from csae_core.pedcc import pedcc_metrics
 from csae_core.preprocess import to_model_input, to_uint8
+
+__all__ = ["Recon", "choose_indices", "reconstruct", "reconstruct_letters", "latents", "nearest_classes",
+           "nearest_centroid_confusion", "class_means", "fit_pca", "own_centroid_distances", "pairwise_cosines",
+           "pairwise_distances", "pedcc_metrics"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,9 @@ def reconstruct(model, images: np.ndarray) -> Recon:
 
 
 @torch.no_grad()
-def reconstruct_letters(model, x: torch.Tensor) -> np.ndarray:
-    """uint8 reconstructions (N, 32, 32) of float letter inputs (N, 1, 32, 32)."""
-    return to_uint8(model.reconstruct(x))
+def reconstruct_letters(model, images: np.ndarray) -> np.ndarray:
+    """uint8 reconstructions (N, 32, 32) of uint8 letter pictures (N, 28, 28) (or 32 px ones)."""
+    return to_uint8(model.reconstruct(to_model_input(images)))
 
 
 @torch.no_grad()
@@ -57,7 +64,20 @@ def latents(model, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
 
 
 @torch.no_grad()
-def nearest_classes(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """For a model with PEDCC centroids: the nearest class (N,) of each input and its distance (N,)."""
-    labels, dist = nearest_centroid(model.embed(x), model.centroids)
+def nearest_classes(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a model with PEDCC centroids: the nearest class (N,) of each uint8 picture and its distance (N,)."""
+    labels, dist = nearest_centroid(model.embed(to_model_input(images)), model.centroids)
     return labels.numpy(), dist.gather(1, labels[:, None])[:, 0].numpy()
+
+
+def nearest_centroid_confusion(z: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
+                               class_names: list[str]) -> tuple["pd.DataFrame", float]:
+    """Confusion table (rows: true class, columns: nearest centroid) of latents z (N, d), and the accuracy."""
+    import pandas as pd  # only the Latent space view needs these: not on the app's start-up path
+    from sklearn.metrics import confusion_matrix
+
+    predicted = nearest_centroid(torch.as_tensor(z), torch.as_tensor(centroids))[0].numpy()
+    k = len(class_names)
+    table = pd.DataFrame(confusion_matrix(labels, predicted, labels=np.arange(k)),
+                         index=pd.Index(class_names, name="true"), columns=pd.Index(class_names, name="predicted"))
+    return table, float(np.mean(predicted == labels))

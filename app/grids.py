@@ -8,25 +8,17 @@ import io
 import numpy as np
 from PIL import Image
 
+from csae_core.images import GUTTER, tile  # noqa: F401  (GUTTER: the grey between tiles)
 from csae_core.preprocess import pad
 
 SCALE = 3  # display magnification of 32 px images
 MAX_WIDTH = 1460  # st.image shrinks (bilinear) anything wider; wide strips get a smaller scale instead
-GUTTER = 128  # grey between the tiles (csae_core.images.to_grid's 0.5)
 
 
 def grid(images: np.ndarray, nrow: int, gap: int = 2) -> np.ndarray:
     """uint8 picture (H, W) tiling uint8 images (N, h, w), nrow per row; 28 px images are padded to 32
     first, as the models see them."""
-    images = pad(np.asarray(images, dtype=np.uint8))
-    n, h, w = images.shape
-    nrow = max(1, min(nrow, n))
-    rows = -(-n // nrow)
-    out = np.full((rows * (h + gap) + gap, nrow * (w + gap) + gap), GUTTER, np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, nrow)
-        out[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = image
-    return out
+    return tile(pad(np.asarray(images, dtype=np.uint8)), nrow, gap)
 
 
 def comparison_grid(originals: np.ndarray, recons: np.ndarray, nrow: int) -> np.ndarray:
@@ -37,6 +29,11 @@ def comparison_grid(originals: np.ndarray, recons: np.ndarray, nrow: int) -> np.
         rows += [originals[i:i + nrow], recons[i:i + nrow]]
     filled = [np.concatenate([r, np.zeros((nrow - len(r), *r.shape[1:]), r.dtype)]) for r in rows]
     return grid(np.concatenate(filled), nrow)
+
+
+def row_png(images: np.ndarray, per_row: int | None = None) -> bytes:
+    """PNG of uint8 images (N, h, w) tiled `per_row` to a row (default: all in one row)."""
+    return png(grid(images, nrow=min(len(images), per_row or len(images))))
 
 
 def png(picture: np.ndarray, scale: int = SCALE) -> bytes:

@@ -63,17 +63,6 @@ def prepare_canvas(drawn) -> LetterInput | None:
     return item
 
 
-def canvas_is_blank(rgba: np.ndarray | None) -> bool:
-    """True for an untouched canvas (nothing drawn), which deserves a hint rather than an error."""
-    if rgba is None:
-        return True
-    rgba = np.asarray(rgba)
-    if rgba.ndim != 3 or rgba.size == 0:
-        return True
-    rgb = rgba[..., :3]
-    return bool(rgba[..., 3].max() == 0 or (rgb.min() > 240 and rgb.max() - rgb.min() < 16))
-
-
 def nearest_table(titles: list[str], nearest: dict[str, tuple[np.ndarray, np.ndarray]],
                   class_names: list[str]) -> list[dict]:
     """Rows for st.dataframe: per letter, each model's nearest class and the distance to its centroid."""

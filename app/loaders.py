@@ -33,7 +33,7 @@ from csae_core import data
 from csae_core.checkpoint import Checkpoint, load_checkpoint
 from csae_core.geometry import tsne
 from csae_core.pedcc import PEDCCResult, generate_pedcc
-from csae_core.preprocess import pad, to_model_input, to_uint8
+from csae_core.preprocess import pad, to_uint8
 from csae_core.sample import decode_latents, interpolate_latents, sample_images
 
 from . import analysis, grids, registry
@@ -201,7 +201,7 @@ def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int,
         row = images[list(indices)]
     else:
         row = reconstruction(path, name, folder, indices).images
-    return grids.png(grids.grid(row, nrow=len(indices)))
+    return grids.row_png(row)
 
 
 # ---------------------------------------------------------------- latents
@@ -258,12 +258,11 @@ def interpolation_png(path: str, stamp, a: int, b: int, steps: int, use_means: b
 # the user's own session state spares re-encoding them on every rerun of that session.
 
 def _letters_png(path: str, images28: np.ndarray) -> bytes:
-    recon = analysis.reconstruct_letters(load_model(path).model, to_model_input(images28))
-    return grids.png(grids.grid(recon, nrow=min(len(images28), LETTERS_PER_ROW)))
+    return grids.row_png(analysis.reconstruct_letters(load_model(path).model, images28), LETTERS_PER_ROW)
 
 
 def _letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return analysis.nearest_classes(load_model(path).model, to_model_input(images28))
+    return analysis.nearest_classes(load_model(path).model, images28)
 
 
 def _session_memo(what: str, path: str, images: np.ndarray, compute):
@@ -278,15 +277,10 @@ def _session_memo(what: str, path: str, images: np.ndarray, compute):
     return memo[key]
 
 
-def letters_png(path: str, images28: np.ndarray) -> bytes:
-    """One row: a checkpoint's reconstructions of 28x28 letter images (memoised per session)."""
-    return _session_memo("png", path, images28, lambda: _letters_png(path, images28))
-
-
 def letters_recon(path: str, images28: np.ndarray) -> np.ndarray:
     """A checkpoint's uint8 reconstructions (k, 32, 32) of 28x28 letter images (memoised per session)."""
     return _session_memo("recon", path, images28, lambda: analysis.reconstruct_letters(
-        load_model(path).model, to_model_input(images28)))
+        load_model(path).model, images28))
 
 
 def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

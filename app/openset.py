@@ -15,23 +15,45 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from csae_core import data, openset
+from csae_core import openset
 
-from . import loaders
+from . import loaders, registry
 
 APP_IMAGES = 1000  # images per split scored live (evenly spaced); results/make_openset.py scores all of them
 # A label-conditioned model (the CVAE) costs an encode and a decode per class per image: fewer images.
 APP_IMAGES_LABEL_CONDITIONED = 200
 RESULTS_CSV = Path(__file__).resolve().parents[1] / "results" / "openset.csv"
-UNKNOWN_TITLES = {"emnist-letters": "EMNIST letters (all)",
-                  f"emnist-letters-no-{openset.DIGIT_LIKE_LETTERS}": "EMNIST letters without i, l, o, s, z",
-                  "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 KNOWN_COLOR, UNKNOWN_COLOR = "#3182bd", "#e6550d"
 
 
 def unknown_choices(dataset: str) -> list[str]:
     """Unknown sets for models trained on `dataset`: the other datasets whose files are present."""
     return [n for n, (ds, _, _) in openset.UNKNOWN_SETS.items() if ds != dataset and loaders.data_folder(ds)]
+
+
+def unknown_folder(unknown: str) -> str | None:
+    """The folder of unknown set `unknown`'s dataset (None if missing)."""
+    return loaders.data_folder(openset.UNKNOWN_SETS[unknown][0])
+
+
+def score_help() -> str:
+    return "; ".join(f"{k}: {v}" for k, v in openset.SCORE_DESCRIPTIONS.items())
+
+
+def threshold95(split_scores: dict[str, np.ndarray]) -> float:
+    """The threshold that keeps 95 % of the known validation images (never set on test images)."""
+    return openset.threshold_at_tpr(split_scores["validation"])
+
+
+def roc_curves(results: dict, labels: dict[str, str], shown: tuple[str, str]) -> dict:
+    """{'label · score': (FPR, TPR)} of each model's default score, and of the (path, score) `shown` above."""
+    curves = {}
+    for p, per_score in results.items():
+        default = openset.default_score(loaders.load_model(p).model)
+        for name, s in per_score.items():
+            if (p, name) == shown or name == default:
+                curves[f"{labels[p]} · {name}"] = openset.roc_points(s["test"], s["unknown"])
+    return curves
 
 
 def images_for(path: str) -> int:
@@ -145,7 +167,7 @@ def _read_results(path: str, stamp: int) -> list[dict]:
 
 
 def title(name: str) -> str:
-    return UNKNOWN_TITLES.get(name) or (data.DATASETS[name].title if name in data.DATASETS else name)
+    return openset.unknown_title(name)
 
 
 def verdict_controls(entries: list, dataset: str, where=None):
@@ -157,7 +179,7 @@ def verdict_controls(entries: list, dataset: str, where=None):
     if not judges or folder is None:
         return None
     by_path = {e.path: e for e in judges}
-    preferred = next((e.path for e in judges if (e.dataset, e.kind, e.beta) == ("mnist", "csae", 0.02)), judges[0].path)
+    preferred = next((e.path for e in judges if (e.dataset, e.kind, e.beta) == registry.DEFAULT_MODEL), judges[0].path)
     cols = where.columns([1, 2])
     path = cols[0].selectbox("Verdict by", list(by_path), index=list(by_path).index(preferred),
                              format_func=lambda p: by_path[p].label, key="letters_verdict_model")

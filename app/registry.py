@@ -12,17 +12,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from csae_core.checkpoint import FORMAT, MAX_JSON_BYTES, MAX_MANIFEST_BYTES, manifest_row_paths, read_regular_file
+from csae_core.datasets import DATASETS, TRAINABLE  # noqa: F401  (DATASETS: the pages' dataset registry)
+from csae_core.errors import CSAEError
+from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_CHECKPOINTS_DIR"
-CHECKPOINT_FORMAT = "csae-checkpoint/1"
-MAX_MANIFEST_BYTES = 16 * 1024**2  # a bigger manifest.json is not read (the zoo's is ~30 KB)
-MAX_JSON_BYTES = 256 * 1024**2  # checkpoint JSONs bigger than this are skipped unread
 PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
 TRAIN_COMMANDS = ("python checkpoints/zoo.py train", "python -m csae_core train --dataset mnist --beta 0.02")
 
-KIND_TITLES = {"csae": "CSAE", "csae-encoder": "CSAE encoder", "basenet": "Basenet", "cvae": "CVAE"}
-DATASET_ORDER = ("mnist", "fashion-mnist")  # MNIST first: the paper's main dataset, and the letters page's digits
-DEFAULT_MODEL = ("mnist", "csae", 0.02)  # what a page shows before the user picks: the app's default β
+DATASET_ORDER = TRAINABLE  # MNIST first: the paper's main dataset, and the letters page's digits
+DEFAULT_MODEL = (TRAINABLE[0], DEFAULT_KIND, DEFAULT_BETA)  # what a page shows before the user picks
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class ModelEntry:
     """One checkpoint, as listed by the manifest or read from its JSON."""
 
     dataset: str
-    kind: str  # csae | csae-encoder | basenet | cvae
+    kind: str  # a key of csae_core.model.KINDS
     beta: float
     epoch: int
     paper_epoch: int | None  # the epoch of the paper's 120-epoch run: only for models trained with that recipe
@@ -40,19 +41,23 @@ class ModelEntry:
     recon_mse: float | None = None
     epochs: int | None = None  # the length of the run this checkpoint comes from
 
+    # What the model can do, from its kind's class (csae_core.model.KINDS); an unknown kind can do nothing.
     @property
     def has_decoder(self) -> bool:
-        return self.kind in ("csae", "cvae")
+        return self.kind in KINDS and KINDS[self.kind].has_decoder
 
     @property
     def has_centroids(self) -> bool:
-        return self.kind in ("csae", "csae-encoder")
+        return self.kind in KINDS and KINDS[self.kind].has_centroids
+
+    @property
+    def has_logits(self) -> bool:
+        return self.kind in KINDS and KINDS[self.kind].has_logits
 
     @property
     def label(self) -> str:
         """Short name as in the paper's figures: 'CSAE β=0.02', 'CVAE'."""
-        name = KIND_TITLES.get(self.kind, self.kind)
-        return f"{name} β={self.beta:g}" if self.kind == "csae" else name
+        return KINDS[self.kind].label(self.beta) if self.kind in KINDS else self.kind
 
     @property
     def epoch_label(self) -> str:
@@ -102,15 +107,13 @@ def _paper_epoch(epoch: int, train: dict | None, recipe: str | None = "paper") -
 
 
 def _resolve(row_path: str, folder: Path) -> Path | None:
-    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder. Either
-    way the file must lie inside the checkpoints folder: a path that leaves it is ignored."""
-    p = Path(row_path)
-    if p.suffix != ".json":  # a stem such as mnist/csae-b0.02: append, with_suffix would eat ".02"
-        p = p.parent / (p.name + ".json")
-    if p.is_absolute():
+    """Manifest paths are relative to the repo root; fixtures may make them relative to the folder
+    (csae_core.checkpoint.manifest_row_paths). Either way the file must lie inside the checkpoints folder:
+    a path that leaves it is ignored."""
+    if Path(row_path).is_absolute():
         return None  # a manifest names its checkpoints inside its own folder, never elsewhere
     inside = folder.resolve()
-    for c in (ROOT / p, folder / p, folder.parent / p):
+    for c in manifest_row_paths(folder / "manifest.json", row_path):
         c = c.resolve()
         if c.is_relative_to(inside) and c.is_file():  # no `..` or symlink out of the checkpoints folder
             return c
@@ -120,10 +123,10 @@ def _resolve(row_path: str, folder: Path) -> Path | None:
 def _from_manifest(folder: Path) -> list[ModelEntry]:
     try:
         manifest = folder / "manifest.json"
-        if not manifest.is_file() or manifest.stat().st_size > MAX_MANIFEST_BYTES:
+        if not manifest.is_file():
             return []
-        rows = json.loads(manifest.read_text())
-    except (OSError, ValueError, RecursionError):
+        rows = json.loads(read_regular_file(manifest, MAX_MANIFEST_BYTES, "manifest"))
+    except (CSAEError, OSError, ValueError, RecursionError):
         return []  # no (or a half-written) manifest: the glob below still finds the checkpoints
     entries = []
     for row in rows if isinstance(rows, list) else []:
@@ -143,10 +146,9 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
 
 def _from_json(path: Path) -> ModelEntry | None:
     try:
-        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
-            return None  # a FIFO or device named *.json would hang or exhaust memory
-        meta = json.loads(path.read_text())
-        if meta.get("format") != CHECKPOINT_FORMAT:
+        # Regular files under the size cap only: a FIFO or device named *.json would hang or exhaust memory.
+        meta = json.loads(read_regular_file(path, MAX_JSON_BYTES, "checkpoint JSON"))
+        if meta.get("format") != FORMAT:
             return None
         model = meta["model"]
         epoch = int(meta["epoch"])
@@ -157,7 +159,7 @@ def _from_json(path: Path) -> ModelEntry | None:
             path=str(path.resolve()), recipe=meta.get("recipe"),
             test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"),
             epochs=(meta.get("train") or {}).get("epochs"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (CSAEError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # not a checkpoint (or being written): skip it
 
 
@@ -171,7 +173,7 @@ def scan(folder: Path | None = None) -> list[ModelEntry]:
             e = _from_json(p)
             if e is not None:
                 entries.append(e)
-    kinds = list(KIND_TITLES)
+    kinds = list(KINDS)
     return sorted(entries, key=lambda e: (dataset_rank(e.dataset), kinds.index(e.kind) if e.kind in kinds else 9,
                                           e.beta, e.epoch))
 

@@ -5,6 +5,8 @@ survive switching pages; nothing per-user goes into a process-wide cache.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import streamlit as st
@@ -43,6 +45,26 @@ def choose_model(entries: Sequence[registry.ModelEntry], key: str, where=None,
     path = choose(label, list(by_path), remember="chosen_model", key=key, where=where,
                   format_func=lambda p: by_path[p].long_label, default=preferred and preferred.path)
     return by_path[path]
+
+
+def final_models_or_stop(what: str, decoder_only: bool = False) -> list[registry.ModelEntry]:
+    """The fully trained models (decoder_only: those with a decoder); with none, say so and stop the page."""
+    entries = registry.finals(loaders.model_entries(), decoder_only=decoder_only)
+    if not entries:
+        no_models(what)
+        st.stop()
+    return entries
+
+
+def choose_final_model(what: str, key: str, where=None, decoder_only: bool = False) -> registry.ModelEntry:
+    """A remembered pick among the fully trained models; with none, say so and stop the page."""
+    return choose_model(final_models_or_stop(what, decoder_only), key=key, where=where)
+
+
+def model_controls(what: str, key: str, widths: list) -> tuple[registry.ModelEntry, list]:
+    """A row of columns whose first picks the model (as choose_final_model); returns it and the other columns."""
+    first, *rest = st.columns(widths)
+    return choose_final_model(what, key, where=first), rest
 
 
 def load_or_stop(entry: registry.ModelEntry) -> Checkpoint:
@@ -95,6 +117,32 @@ def no_dataset(name: str, what: str = "This view") -> None:
     st.warning(f"{what} needs the {spec.title} test images, which were not found. Get them with the "
                f"download button on the Home page or `python -m csae_core data download {name}`, or set "
                f"`{data.ENV_VAR}` to a folder holding `{spec.folder}/`.")
+
+
+def shown_path(path, base: Path | None = None) -> str:
+    """A path as the app shows it: relative to ``base`` or the project root (``../`` for its siblings, such
+    as ../shared), never the machine's absolute layout; a path elsewhere shows only its last two parts."""
+    if not path:
+        return ""
+    p = Path(path).resolve()
+    bases = ([base.resolve()] if base is not None else []) + [data.PROJECT_ROOT, data.PROJECT_ROOT.parent]
+    for b in bases:
+        if p == b or p.is_relative_to(b):
+            return os.path.relpath(p, data.PROJECT_ROOT if b == data.PROJECT_ROOT.parent else b)
+    return ".../" + "/".join(p.parts[-2:])
+
+
+def shown_text(text: str | None) -> str:
+    """A message with the project's absolute paths made relative."""
+    text = text or ""
+    return text.replace(f"{data.PROJECT_ROOT.parent}/", "../").replace(f"{data.PROJECT_ROOT}/", "")
+
+
+def download_source() -> tuple[str, str]:
+    """(where downloads come from, the folder they go to) in words, for the Home page's confirmation."""
+    source = (f"the mirror `{os.environ[data.URL_VAR]}` (`{data.URL_VAR}`)" if os.environ.get(data.URL_VAR)
+              else "the official sites, checked against their published MD5 sums")
+    return source, shown_path(data.default_download_root()) or "data"
 
 
 def image_row(png: bytes, caption: str | None = None, where=None) -> None:

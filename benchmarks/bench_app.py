@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
 
 BETAS = (0.0, 0.02, 0.04, 0.06, 0.08)
 
@@ -57,15 +56,6 @@ def build_standin_zoo(folder: Path) -> Path:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench_grid(entries, folder: str, repeats: int) -> tuple[float, float]:
@@ -116,12 +106,6 @@ def bench_rerun(betas: list[float], repeats: int) -> tuple[float, float]:
     return statistics.median(cold), statistics.median(warm)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grid_shown(page) -> None:
     img = page.locator('[data-testid="stImage"] img').first
     img.wait_for(state="visible")
@@ -137,24 +121,13 @@ def bench_cold_start(env: dict, flow: str = "direct", read_seconds: float = 5.0)
                      it for `read_seconds`, then click Reconstructions in the sidebar until the grid is
                      shown ("first"): the background warm-up (app/warmup.py) has had the reading time.
     """
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("streamlit")), "run", "app/explorer.py",
-                             "--server.headless", "true", "--server.port", str(port), "--server.address",
-                             "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(env["BENCH_SERVER_LOG"], "w") if env.get("BENCH_SERVER_LOG") else subprocess.DEVNULL)
+    try:
+        proc, url = streamlit_server.start(env, log=env.get("BENCH_SERVER_LOG"))
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     out: dict = {}
     try:
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.05)
-            if proc.poll() is not None:
-                raise SystemExit("streamlit exited during start-up")
         out["healthy"] = time.perf_counter() - t0
         if Path("/usr/bin/chromium").exists():
             from playwright.sync_api import sync_playwright
@@ -181,11 +154,7 @@ def bench_cold_start(env: dict, flow: str = "direct", read_seconds: float = 5.0)
                 browser.close()
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        streamlit_server.stop(proc)
 
 
 def report_cold_start(read_seconds: float, repeats: int = 3,

@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -63,39 +61,17 @@ class SessionResult:
     held: bool = False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from streamlit_server import free_port, stop  # noqa: E402  (benchmarks/streamlit_server.py)
+from streamlit_server import start as _start  # noqa: E402
 
 
-def start_server(port: int, env: dict, timeout: float = 120) -> subprocess.Popen:
+def start_server(port: int, env: dict, timeout: float = 120):
     """`streamlit run app/explorer.py` on 127.0.0.1:port, headless; returns once /_stcore/health answers."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "explorer.py"), "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {proc.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
+    return _start(env, port=port, timeout=timeout)[0]
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+stop_server = stop
 
 
 def rerun_msg(widgets: list, page_hash: str = "") -> bytes:

@@ -24,6 +24,11 @@ import math
 import tarfile
 from pathlib import Path
 
+# Which kinds, β, datasets and paper figures: the registries, never spelled here.
+from csae_core.checkpoint import FORMAT
+from csae_core.datasets import TRAINABLE as DATASETS  # the datasets models are trained on, MNIST first
+from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
+
 ROOT = Path(__file__).resolve().parents[1]  # --root moves checkpoints/, results/ and runs/ (the tests use it)
 CKPT = ROOT / "checkpoints"
 EVAL = ROOT / "results" / "eval"
@@ -33,72 +38,60 @@ def set_root(root: Path) -> None:
     global ROOT, CKPT, EVAL
     ROOT = Path(root).resolve()
     CKPT, EVAL = ROOT / "checkpoints", ROOT / "results" / "eval"
-BETAS = (0.0, 0.02, 0.04, 0.06, 0.08)
-SNAPSHOT_BETAS = (0.0, 0.04, 0.08)  # Fig. 4 compares epochs 40/80/120 for these
-DATASETS = ("mnist", "fashion-mnist")
 PAPER_EPOCHS = 120
-SEEDS = (0, 1, 2)  # the beta=0.02 rows are trained with these seeds (mean +- std in Table 3)
+SEEDS = (0, 1, 2)  # the default model (β=0.02) is trained with these seeds (mean +- std in Table 3)
 CHECK_IMAGES = 300  # tests/test_zoo.py re-evaluates every checkpoint on these first test images
 PART_BYTES = 16 * 2**20  # what one file brought back from a lent GPU machine may weigh
 # Table 3 of the paper (recognition rate, %): (MNIST, Fashion-MNIST).
-PAPER = {
-    ("csae", 0.0): (99.48, 92.70), ("csae", 0.02): (99.52, 92.36), ("csae", 0.04): (99.50, 92.45),
-    ("csae", 0.06): (99.50, 92.89), ("csae", 0.08): (99.47, 92.48),
-    ("csae-encoder", 0.0): (99.45, 92.60), ("basenet", 0.0): (99.20, 92.45),
-}
+PAPER = {(k.name, beta): v for k in KINDS.values() for beta, v in k.paper.items()}
 
-# A recipe: TrainConfig settings, per-kind overrides, and the Fig. 4 snapshot epochs.
+# A recipe: TrainConfig settings, the Fig. 4 snapshot epochs, and `own`: the run length for kinds that
+# bring their own optimizer settings (ModelKind.train, the CVAE's); `own_only`: train only those kinds.
 # paper: section 4 (SGD 0.9, wd 5e-4, lr 0.1 /10 every 30 epochs, 120 epochs). The paper gives no batch; the
 #   authors' code used 4096. At batch 64 lr 0.1 collapsed the decoder (benchmarks/bench_decoder_lr.py), so the
 #   GPU recipe uses a large batch with a short warm-up; see results/recipe.md for what was measured on CPU.
 # cpu-short: what shipped first (12 x 3,072 images at batch 64, lr 0.03 /10 after epoch 8): 1/195 of the paper.
-# CVAE everywhere: the authors trained it with Adam 1e-3 at batch 512 (no weight decay).
-CVAE = dict(optimizer="adam", lr=1e-3, batch_size=512, weight_decay=0.0, schedule="step", lr_step=10**6,
-            warmup_steps=0, nesterov=False)
 RECIPES = {
     "paper": dict(train=dict(epochs=120, lr=0.1, lr_step=30, batch_size=1024, warmup_steps=200, epoch_images=0,
                              test_images=0, stats_images=0),
-                  snapshots=(40, 80), cvae=dict(CVAE, epochs=120)),
+                  snapshots=(40, 80), own=dict(epochs=120)),
     "cpu-short": dict(train=dict(epochs=12, lr=0.03, lr_step=8, batch_size=64, epoch_images=3072, test_images=300,
                                  stats_images=5000),
-                      snapshots=(4, 8), cvae=dict(CVAE, epochs=12, test_images=200)),
+                      snapshots=(4, 8), own=dict(epochs=12, test_images=200)),
     # The CPU recipe for a paper-grade zoo, from the validation search (results/recipe.md): at 55k image-steps
     # step/cosine, batch 64/128 and lr 0.03-0.05 were within noise; batch 128 with cosine-to-0, Nesterov and
     # a 100-step warm-up is chosen for its throughput and because it needs no hand-placed lr drop. 720,000
     # image-steps (1/10 of the paper): about 1 h per CSAE on 2 idle cores. Not yet run to the end.
     "cpu-720k": dict(train=dict(epochs=12, lr=0.05, schedule="cosine", warmup_steps=100, nesterov=True,
                                 batch_size=128, epoch_images=0, test_images=1000, stats_images=0),
-                     snapshots=(4, 8), cvae=dict(CVAE, epochs=12, test_images=500)),
+                     snapshots=(4, 8), own=dict(epochs=12, test_images=500)),
     # The CVAE alone, retrained with its label-aware encoder: 3 passes over the training set (351 Adam steps
     # at batch 512; after 1 pass its samples were still blobs the Basenet read as 6 or 8).
     **{f"cvae-{n}ep": dict(train=dict(epochs=n, epoch_images=0, test_images=500, stats_images=5000),
-                           snapshots=(), cvae=dict(CVAE, epochs=n)) for n in (1, 3)},
+                           snapshots=(), own=dict(epochs=n), own_only=True) for n in (1, 3)},
     # The tiny recipe the test suite runs end to end on CPU (tests/test_zoo_driver.py).
     "tiny": dict(train=dict(epochs=2, lr=0.03, lr_step=1, batch_size=16, epoch_images=32, test_images=50,
                             stats_images=50),
-                 snapshots=(1,), cvae=dict(CVAE, epochs=2, batch_size=16, test_images=20), eval_images=50),
+                 snapshots=(1,), own=dict(epochs=2, batch_size=16, test_images=20), eval_images=50),
 }
 
 
 def name_of(model: str, beta: float, seed: int = 0) -> str:
-    base = f"csae-b{beta:g}" if model == "csae" else model
-    return base if not seed else f"{base}-s{seed}"
+    return KINDS[model].checkpoint_name(beta, seed)
 
 
 def jobs(datasets, seeds=SEEDS):
     """(dataset, model, beta, seed), most-needed first, so a cut-off run still ships what the app and Table 3
-    lean on most: beta=0.02 per dataset, Basenet and CSAE_encoder, the other betas, the CVAE, then seeds."""
+    lean on most: the default model (CSAE β=0.02) per dataset, then the kinds by `zoo_rank` (Basenet,
+    CSAE_encoder, the other β, the CVAE), then the default model's other seeds."""
     for ds in datasets:
-        yield ds, "csae", 0.02, 0
+        yield ds, DEFAULT_KIND, DEFAULT_BETA, 0
+    for rank in sorted({k.zoo_rank for k in KINDS.values()}):
+        for ds in datasets:
+            for k in (k for k in KINDS.values() if k.zoo_rank == rank):
+                yield from ((ds, k.name, b, 0) for b in k.betas if (k.name, b) != (DEFAULT_KIND, DEFAULT_BETA))
     for ds in datasets:
-        yield ds, "basenet", 0.0, 0
-        yield ds, "csae-encoder", 0.0, 0
-    for ds in datasets:
-        yield from ((ds, "csae", b, 0) for b in BETAS if b != 0.02)
-    for ds in datasets:
-        yield ds, "cvae", 0.0, 0
-    for ds in datasets:
-        yield from ((ds, "csae", 0.02, s) for s in seeds if s)
+        yield from ((ds, DEFAULT_KIND, DEFAULT_BETA, s) for s in seeds if s)
 
 
 def _json(path: Path) -> dict | None:
@@ -122,12 +115,19 @@ def plan(recipe: str, datasets, force: bool = False, only=None, models=None):
             continue
         if models and model not in models:
             continue
-        if recipe.startswith("cvae-") and model != "cvae":
+        if RECIPES[recipe].get("own_only") and not KINDS[model].train:
             continue
         if not force and _shipped_with(ds, name, recipe, seed):
             continue
         out.append((ds, model, beta, seed))
     return out
+
+
+def settings_for(recipe: str, model: str) -> dict:
+    """TrainConfig settings of `model` under `recipe`: the recipe's, then the kind's own optimizer settings
+    (ModelKind.train) with the recipe's run length for such kinds (`own`) on top."""
+    r, own = RECIPES[recipe], KINDS[model].train
+    return {**r["train"], **own, **(r["own"] if own else {})}
 
 
 def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: str = "auto",
@@ -147,8 +147,8 @@ def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: 
     r = RECIPES[recipe]
     name = name_of(model, beta, seed)
     run_dir = ROOT / "runs" / "zoo" / recipe / ds / name
-    settings = dict(r["train"], **(r["cvae"] if model == "cvae" else {}))
-    snaps = tuple(r["snapshots"]) if (ds == "mnist" and model == "csae" and beta in SNAPSHOT_BETAS and not seed) else ()
+    settings = settings_for(recipe, model)
+    snaps = tuple(r["snapshots"]) if (ds == DATASETS[0] and beta in KINDS[model].snapshot_betas and not seed) else ()
     cfg = TrainConfig(dataset=ds, data_dir=data_dir, out=str(run_dir), seed=seed, device=device, recipe=recipe,
                       snapshots=snaps, **settings)
     done = _json(run_dir / "last.json")
@@ -159,19 +159,16 @@ def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: 
     for s in snaps:
         export_and_evaluate(run_dir / f"epoch{s:03d}", CKPT / ds / f"{name}-epoch{s:03d}", data_dir, limit)
     m = export_and_evaluate(run_dir / "last", CKPT / ds / name, data_dir, limit)
-    if model == "csae" and beta == 0.02 and not seed:  # what fp16 storage costs, against the fp32 weights
+    if (model, beta, seed) == (DEFAULT_KIND, DEFAULT_BETA, 0):  # what fp16 storage costs, against fp32 weights
         evaluate_to(load_checkpoint(run_dir / "last"), EVAL / ds / f"{name}-fp32.json", data_dir, limit)
     return f"{ds}/{name}: accuracy {m['accuracy']:.4f} recon_mse {m['recon_mse']}"
 
 
 def export_and_evaluate(src: Path, dst: Path, data_dir=None, limit: int = 0) -> dict:
     """fp16 copy of a run's checkpoint into checkpoints/, evaluated on the full test set."""
-    from csae_core.checkpoint import load_checkpoint, save_checkpoint
+    from csae_core.checkpoint import export_checkpoint, load_checkpoint
 
-    ck = load_checkpoint(src)
-    meta = {k: v for k, v in ck.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
-                                                         "weights_dtype", "centroids")}
-    save_checkpoint(dst, ck.model, meta, half=True)
+    export_checkpoint(src, dst, half=True)
     # The manifest still lists the model this one replaces: `zoo.py manifest` is run afterwards.
     return evaluate_to(load_checkpoint(dst, check_manifest=False), EVAL / dst.parent.name / f"{dst.name}.json",
                        data_dir, limit)
@@ -180,22 +177,17 @@ def export_and_evaluate(src: Path, dst: Path, data_dir=None, limit: int = 0) -> 
 @functools.lru_cache(maxsize=4)
 def _test_split(dataset: str, data_dir, image_size: int):
     """A dataset's test split, read once per process (the manifest evaluates 22 checkpoints on two datasets)."""
-    from csae_core.preprocess import load_dataset_tensors
+    from csae_core.evaluate import test_split
 
-    return load_dataset_tensors(dataset, data_dir, image_size)[1]
+    return test_split(dataset, data_dir, image_size)
 
 
 def evaluate_to(ck, out: Path, data_dir=None, limit: int = 0) -> dict:
     """What `python -m csae_core evaluate --json` prints, on the full test set, saved for manifest and table."""
     from csae_core.checkpoint import atomic_write_bytes
-    from csae_core.evaluate import evaluate_model
+    from csae_core.evaluate import evaluate_checkpoint
 
-    x, y = _test_split(ck.meta["dataset"], data_dir, ck.config.image_size)
-    if limit:
-        x, y = x[:limit], y[:limit]
-    m = evaluate_model(ck.model, x, y, class_names=ck.class_names)
-    m.update(checkpoint=str(ck.path) + ".json", dataset=ck.meta.get("dataset"), model=ck.config.kind,
-             beta=ck.config.beta, epoch=ck.meta.get("epoch"))
+    m = evaluate_checkpoint(ck, limit=limit, split=_test_split(ck.meta["dataset"], data_dir, ck.config.image_size))
     atomic_write_bytes(out, json.dumps(m).encode())
     return m
 
@@ -240,7 +232,7 @@ def manifest_rows(data_dir=None) -> list[dict]:
     rows = []
     for meta_path in sorted(CKPT.glob("*/*.json")):
         meta = _json(meta_path)
-        if not meta or meta.get("format") != "csae-checkpoint/1":
+        if not meta or meta.get("format") != FORMAT:
             continue
         weights = meta_path.parent / meta["weights"]
         ev = _json(EVAL / meta_path.parent.name / meta_path.name) or {}
@@ -275,8 +267,12 @@ def cmd_manifest(a) -> None:
 
 
 FIG10_RANGE = (9.53, 9.60)  # off-diagonal distances between learned class means in Fig. 10 (MNIST, beta 0.02)
-ROWS = [("csae", b) for b in BETAS] + [("csae-encoder", 0.0), ("basenet", 0.0), ("cvae", 0.0)]
-LABELS = {"csae-encoder": "CSAE_encoder", "basenet": "Basenet", "cvae": "CVAE (not in Table 3)"}
+ROWS = [(k.name, b) for k in KINDS.values() for b in k.betas]  # Table 3's rows, then kinds not in it
+
+
+def row_label(model: str, beta: float) -> str:
+    kind = KINDS[model]
+    return kind.label(beta, paper=True) + ("" if kind.paper else " (not in Table 3)")
 
 
 def table_rows(manifest: list[dict]):
@@ -323,7 +319,7 @@ def cmd_table(a) -> None:
              "| model | MNIST ours | paper | Δ | Fashion ours | paper | Δ | image-steps | MNIST MSE / PSNR | "
              "Fashion MSE / PSNR |", "|---" * 10 + "|"]
     for model, beta in ROWS:
-        label = f"CSAE β={beta:g}" if model == "csae" else LABELS[model]
+        label = row_label(model, beta)
         cells, recon, steps = [label], [], []
         for ds in DATASETS:
             r = t[(t.dataset == ds) & (t.model == model) & ((t.beta - beta).abs() < 1e-9)].iloc[0]
@@ -417,7 +413,7 @@ def main(argv=None) -> None:
     t = sub.add_parser("train", help="train, export (fp16) and evaluate the zoo's missing models")
     t.add_argument("--recipe", choices=list(RECIPES), default="cpu-short")
     t.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    t.add_argument("--models", nargs="+", choices=("csae", "csae-encoder", "basenet", "cvae"))
+    t.add_argument("--models", nargs="+", choices=list(KINDS))
     t.add_argument("--only", nargs="+", metavar="DATASET/NAME", help="e.g. mnist/csae-b0.02 fashion-mnist/basenet")
     t.add_argument("--force", action="store_true", help="retrain models already shipped with this recipe")
     t.add_argument("--jobs", type=int, default=1, help="models trained at once (GPU: 3-4 share one card well)")

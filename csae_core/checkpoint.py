@@ -30,7 +30,8 @@ from .errors import CSAEError
 from .model import ModelConfig, build_model
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes",
-           "save_tensors", "load_tensors", "clean_stale_tmp", "writable_dir", "read_regular_file", "FORMAT", "MAX_WEIGHTS_BYTES"]
+           "save_tensors", "load_tensors", "clean_stale_tmp", "writable_dir", "read_regular_file", "FORMAT", "MAX_WEIGHTS_BYTES",
+           "export_checkpoint", "manifest_row_paths"]
 
 FORMAT = "csae-checkpoint/1"
 MAX_WEIGHTS_BYTES = 2 * 1024**3  # a safetensors file bigger than this is refused unread (the zoo's are ~2.5 MB)
@@ -280,6 +281,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return Checkpoint(model.to(device).eval(), cfg, meta, stem)
 
 
+# What a copy of a checkpoint does not carry over: save_checkpoint writes these afresh.
+WRITTEN_BY_SAVE = ("format", "model", "weights", "weights_sha256", "weights_dtype", "centroids")
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, half: bool = False) -> Path:
+    """Copy checkpoint `src` to stem `dst` (fp16 weights with `half`, the compact shipping form); returns the
+    stem. The CLI's `export` and the zoo's fp16 export both come through here."""
+    ckpt = load_checkpoint(src)
+    meta = {k: v for k, v in ckpt.meta.items() if k not in WRITTEN_BY_SAVE}
+    return save_checkpoint(dst, ckpt.model, meta, half=half)
+
+
 MAX_MANIFEST_BYTES = 16 * 1024**2
 
 
@@ -288,6 +301,15 @@ def _manifests(stem: Path) -> list[Path]:
     checkpoints/manifest.json lists checkpoints/<dataset>/<name>.json)."""
     folder = stem.parent.resolve()
     return [f / "manifest.json" for f in (folder, folder.parent) if (f / "manifest.json").is_file()]
+
+
+def manifest_row_paths(manifest: Path, row_path: str) -> list[Path]:
+    """Where a manifest row's checkpoint JSON may be: rows name it relative to the manifest's folder or the
+    folder above (the repo root), with or without ".json" (a stem such as mnist/csae-b0.02: appended, as
+    with_suffix would eat ".02")."""
+    p = Path(row_path)
+    p = p if p.suffix == ".json" else p.parent / (p.name + ".json")
+    return [manifest.parent / p, manifest.parent.parent / p]
 
 
 def manifest_sha256(stem: Path) -> str | None:
@@ -303,9 +325,7 @@ def manifest_sha256(stem: Path) -> str | None:
         for row in rows if isinstance(rows, list) else []:
             if not (isinstance(row, dict) and isinstance(row.get("path"), str) and isinstance(row.get("sha256"), str)):
                 continue
-            p = Path(row["path"])
-            p = p if p.suffix == ".json" else p.parent / (p.name + ".json")
-            if any((base / p).resolve() == target for base in (manifest.parent, manifest.parent.parent)):
+            if any(p.resolve() == target for p in manifest_row_paths(manifest, row["path"])):
                 return row["sha256"]
     return None
 

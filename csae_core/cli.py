@@ -75,17 +75,9 @@ def cmd_data(a) -> None:
     for name in names:
         if name not in data.DATASETS:
             raise CSAEError(f"unknown dataset {name!r}: choose from {', '.join(data.DATASETS)}")
-        from tqdm.auto import tqdm
-        bar = tqdm(unit="B", unit_scale=True, desc=name)
-
-        def progress(done, total, bar=bar):
-            if total and bar.total != total:
-                bar.reset(total=total)
-            bar.n = done
-            bar.refresh()
-
+        progress, close = data.tqdm_progress(name)
         path = data.download_dataset(name, a.data_dir, progress=progress)
-        bar.close()
+        close()
         print(f"{name}: verified files in {path}")
 
 
@@ -180,24 +172,15 @@ def cmd_train(a) -> None:
     print(json.dumps({"event": "done", "checkpoint": str(stem) + ".json"}), flush=True)
 
 
-def _test_split(ckpt, data_dir, limit):
-    from .preprocess import load_dataset_tensors
-
-    name = ckpt.meta.get("dataset", "mnist")
-    _, (x, y), _ = load_dataset_tensors(name, data_dir, ckpt.config.image_size)
-    return (x[:limit], y[:limit]) if limit else (x, y)
-
-
 def cmd_evaluate(a) -> None:
     from .checkpoint import load_checkpoint
-    from .evaluate import decoder_collapsed, evaluate_model
+    from .evaluate import decoder_collapsed, evaluate_checkpoint, test_split
 
     ckpt = load_checkpoint(a.checkpoint)
-    x, y = _test_split(ckpt, a.data_dir, a.limit)
+    split = test_split(ckpt.meta.get("dataset", "mnist"), a.data_dir, ckpt.config.image_size)
     t0 = time.perf_counter()
-    m = evaluate_model(ckpt.model, x, y, class_names=ckpt.class_names)
-    m.update(checkpoint=str(ckpt.path) + ".json", dataset=ckpt.meta.get("dataset"), model=ckpt.config.kind,
-             beta=ckpt.config.beta, epoch=ckpt.meta.get("epoch"), seconds=round(time.perf_counter() - t0, 2))
+    m = evaluate_checkpoint(ckpt, limit=a.limit, split=split)
+    m["seconds"] = round(time.perf_counter() - t0, 2)
     if a.json:
         print(json.dumps(m))
         return
@@ -254,14 +237,11 @@ def cmd_reconstruct(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import export_checkpoint
 
-    ckpt = load_checkpoint(a.checkpoint)
-    meta = {k: v for k, v in ckpt.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
-                                                            "weights_dtype", "centroids")}
     out = Path(a.out)
-    stem = save_checkpoint(out.with_suffix("") if out.suffix in (".json", ".safetensors") else out, ckpt.model,
-                           meta, half=a.half)
+    stem = export_checkpoint(a.checkpoint, out.with_suffix("") if out.suffix in (".json", ".safetensors") else out,
+                             half=a.half)
     print(f"wrote {stem}.safetensors and {stem}.json")
 
 
@@ -342,6 +322,12 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
 
+    _add_checkpoint_commands(sub)
+    return p
+
+
+def _add_checkpoint_commands(sub) -> None:
+    """The commands that take a checkpoint: evaluate, sample, reconstruct, export, openset."""
     s = sub.add_parser("evaluate", help="test-set accuracy, confusion, reconstruction error, latent distances")
     s.add_argument("checkpoint")
     s.add_argument("--data-dir")
@@ -379,7 +365,6 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0, help="torch threads (0: one on a busy machine, else all)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_openset)
-    return p
 
 
 def main(argv=None) -> int:

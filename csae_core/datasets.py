@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .errors import CSAEError
 
-__all__ = ["PROJECT_ROOT", "ENV_VAR", "Download", "DatasetSpec", "DATASETS", "find_dataset_dir",
-           "resolve_data_dir", "default_download_root"]
+__all__ = ["PROJECT_ROOT", "ENV_VAR", "Download", "DatasetSpec", "DATASETS", "TRAINABLE", "DIGIT_LIKE_LETTERS",
+           "find_dataset_dir", "resolve_data_dir", "default_download_root"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_DATA_DIR"
@@ -47,6 +47,14 @@ class DatasetSpec:
     label_offset: int = 0  # EMNIST labels are 1..26
     # Splits a folder may lack and still count as this dataset (not official files).
     optional_splits: tuple[str, ...] = field(default=())
+    # Classes also written like another dataset's: open-set results also report this set without them.
+    lookalikes: str = ""
+    openset_unknowns: tuple[str, ...] = ()  # what results/make_openset.py scores this dataset's models against
+
+    @property
+    def trainable(self) -> bool:
+        """Has a training split: models are trained on it (the others serve as unknown images)."""
+        return "train" in self.files
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +88,7 @@ _EMNIST_URLS = (
     "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
     "https://www.itl.nist.gov/iaui/vip/cs_links/EMNIST/gzip.zip",  # torchvision's newer URL
 )
+DIGIT_LIKE_LETTERS = "ilosz"  # letters also written like digits (1, 1, 0, 5, 2)
 _EMNIST_FILES = {
     "test": ("emnist-letters-test-images-idx3-ubyte.gz", "emnist-letters-test-labels-idx1-ubyte.gz"),
     # Not an official file: one test image per letter, written by download_dataset.
@@ -89,40 +98,25 @@ _EMNIST_FILES = {
     ),
 }
 
+def _idx_dataset(name: str, title: str, mirror: str, class_names, md5s, **kw) -> DatasetSpec:
+    """An MNIST-format dataset: the four official gzipped IDX files (train images, labels, test images,
+    labels) under `mirror`, verified by their MD5s in that order. A new such dataset is one line here."""
+    files = _idx_files()
+    names = [f for pair in files.values() for f in pair]
+    return DatasetSpec(name=name, title=title, folder=name, class_names=tuple(class_names), files=files,
+                       downloads=tuple(Download(f, (mirror + f,), md5) for f, md5 in zip(names, md5s)), **kw)
+
+
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        title="MNIST",
-        folder="mnist",
-        class_names=tuple(str(d) for d in range(10)),
-        files=_idx_files(),
-        downloads=tuple(
-            Download(f, (_MNIST_MIRROR + f,), md5)
-            for f, md5 in (
-                ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-                ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-                ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-            )
-        ),
-    ),
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
-        title="Fashion-MNIST",
-        folder="fashion-mnist",
-        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        files=_idx_files(),
-        downloads=tuple(
-            Download(f, (_FASHION_MIRROR + f,), md5)
-            for f, md5 in (
-                ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-                ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-                ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-                ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-            )
-        ),
-    ),
+    "mnist": _idx_dataset("mnist", "MNIST", _MNIST_MIRROR, [str(d) for d in range(10)], (
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+        openset_unknowns=("emnist-letters", "fashion-mnist")),
+    "fashion-mnist": _idx_dataset("fashion-mnist", "Fashion-MNIST", _FASHION_MIRROR, (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), (
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+        "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+        openset_unknowns=("mnist",)),
     "emnist-letters": DatasetSpec(
         name="emnist-letters",
         title="EMNIST letters",
@@ -136,8 +130,10 @@ DATASETS: dict[str, DatasetSpec] = {
         transposed=True,
         label_offset=1,
         optional_splits=("one-per-class",),
+        lookalikes=DIGIT_LIKE_LETTERS,
     ),
 }
+TRAINABLE = tuple(n for n, s in DATASETS.items() if s.trainable)  # mnist, fashion-mnist: the paper's order
 
 
 def spec_of(name: str) -> DatasetSpec:

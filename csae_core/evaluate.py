@@ -7,7 +7,10 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["batches", "encode", "latent_stats", "evaluate_model", "reconstruction_errors", "decoder_collapsed"]
+from .preprocess import to_float
+
+__all__ = ["batches", "encode", "latent_stats", "evaluate_model", "evaluate_checkpoint", "test_split",
+           "reconstruction_errors", "decoder_collapsed"]
 
 
 def batches(images: torch.Tensor, batch_size: int, device) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -15,7 +18,7 @@ def batches(images: torch.Tensor, batch_size: int, device) -> Iterator[tuple[sli
     for i in range(0, images.shape[0], batch_size):
         sl = slice(i, min(i + batch_size, images.shape[0]))
         x = images[sl].to(device, non_blocking=True)
-        yield sl, (x.float() / 255.0 if x.dtype == torch.uint8 else x.float())
+        yield sl, to_float(x)
 
 
 @torch.no_grad()
@@ -103,3 +106,23 @@ def evaluate_model(model, images: torch.Tensor, labels: torch.Tensor, batch_size
     if not math.isfinite(out["accuracy"]):
         out["accuracy"] = 0.0
     return out
+
+
+def test_split(dataset: str, data_dir=None, image_size: int = 0):
+    """A dataset's test images (uint8, padded as the models were trained) and labels."""
+    from .preprocess import load_dataset_tensors
+
+    return load_dataset_tensors(dataset, data_dir, image_size)[1]
+
+
+def evaluate_checkpoint(ckpt, data_dir=None, limit: int = 0, split=None) -> dict:
+    """What `python -m csae_core evaluate --json` prints and the zoo records: evaluate_model on the checkpoint's
+    test set (`split`: (images, labels) already read; `limit`: only the first N), plus which model it was."""
+    x, y = split if split is not None else test_split(ckpt.meta.get("dataset", "mnist"), data_dir,
+                                                       ckpt.config.image_size)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    m = evaluate_model(ckpt.model, x, y, class_names=ckpt.class_names)
+    m.update(checkpoint=str(ckpt.path) + ".json", dataset=ckpt.meta.get("dataset"), model=ckpt.config.kind,
+             beta=ckpt.config.beta, epoch=ckpt.meta.get("epoch"))
+    return m

@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import CSAEError
 
-__all__ = ["to_grid", "decode_image", "preprocess_letter", "MAX_PIXELS", "MAX_BYTES", "letter_tensor", "thumbnail"]
+__all__ = ["tile", "to_grid", "decode_image", "preprocess_letter", "MAX_PIXELS", "MAX_BYTES", "thumbnail"]
 
 MAX_PIXELS = 4096 * 4096  # bigger uploads are refused before decoding (decompression bombs)
 MAX_BYTES = 20 * 1024**2  # bigger files are refused unread (the app's own upload limit is 10 MB)
@@ -22,18 +22,28 @@ WORK_SIDE = 1024  # preprocessing runs on at most this long a side (a 4096^2 sca
 FORMATS = ["PNG", "JPEG"]  # what is decoded: PIL's other formats (and their parsers) are not offered to uploads
 
 
-def to_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
-    """uint8 picture (H, W) or (H, W, 3) tiling float images (N, C, h, w) in [0, 1], `nrow` per row."""
-    images = images.detach().float().clamp(0, 1).cpu()
-    n, c, h, w = images.shape
+GUTTER = 128  # the grey between tiles
+
+
+def tile(images: np.ndarray, nrow: int, gap: int = 2) -> np.ndarray:
+    """uint8 picture (H, W) or (H, W, C) tiling uint8 images (N, h, w) or (N, h, w, C), `nrow` per row, with
+    grey gutters. The one grid tiler: the CLI's PNGs and the app's grids both come from here."""
+    images = np.asarray(images, dtype=np.uint8)
+    n, h, w = images.shape[:3]
     nrow = max(1, min(nrow, n))
     rows = -(-n // nrow)
-    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad) * 0.5  # grey gutters
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
-    arr = (grid * 255).round().byte().permute(1, 2, 0).numpy()
-    return arr[..., 0] if c == 1 else arr
+    out = np.full((rows * (h + gap) + gap, nrow * (w + gap) + gap, *images.shape[3:]), GUTTER, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, nrow)
+        out[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = image
+    return out
+
+
+def to_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """uint8 picture (H, W) or (H, W, 3) tiling float images (N, C, h, w) in [0, 1], `nrow` per row."""
+    from .preprocess import to_uint8
+
+    return tile(to_uint8(images), nrow, pad)
 
 
 def decode_image(data: bytes | str | Path, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -125,9 +135,3 @@ def preprocess_letter(img: Image.Image, name: str = "image") -> list[tuple[str, 
     steps.append(("resized to 28x28", small.round().astype(np.uint8)))
     return steps
 
-
-def letter_tensor(images28: list[np.ndarray] | np.ndarray, size: int = 32) -> torch.Tensor:
-    """uint8 28x28 pictures -> float (N, 1, size, size) in [0, 1], zero-padded like MNIST in the paper."""
-    from .preprocess import to_model_input
-
-    return to_model_input(np.stack(list(images28)), size)

@@ -7,7 +7,7 @@ on the model kind. The PEDCC class centres are a buffer: saved with the weights,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -15,18 +15,18 @@ import torch.nn.functional as F
 
 from .classify import nearest_centroid
 from .errors import CSAEError
-from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_divergence
+from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_divergence, kl_per_image
 
-__all__ = ["ModelConfig", "ModelOutput", "MODEL_KINDS", "build_model", "CSAE", "CSAEEncoder", "Basenet", "CVAE"]
+__all__ = ["ModelConfig", "ModelOutput", "ModelKind", "KINDS", "MODEL_KINDS", "DEFAULT_KIND", "DEFAULT_BETA",
+           "build_model", "CSAE", "CSAEEncoder", "Basenet", "CVAE"]
 
-MODEL_KINDS = ("csae", "csae-encoder", "basenet", "cvae")
 # What a checkpoint that predates a ModelConfig field was trained with (see ModelConfig.from_dict).
 LEGACY_DEFAULTS = {"decoder_fc_relu": True, "cvae_label_encoder": False}
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "csae"  # one of MODEL_KINDS
+    kind: str = "csae"  # one of KINDS (the registry at the end of this file)
     in_channels: int = 1  # 1 for MNIST/Fashion-MNIST, 3 for faces
     image_size: int = 32  # MNIST/Fashion-MNIST are padded 28 -> 32 as in the paper
     widths: tuple = (32, 64, 128, 128)  # stem width, then one stride-2 residual block per further width
@@ -267,7 +267,7 @@ class CSAE(_Base):
         return {"loss": loss1 + loss2, "loss1": loss1, "loss2": loss2}
 
     def predictions_from_output(self, out):
-        return torch.cdist(out.z.float(), self.centroids).argmin(1)
+        return nearest_centroid(out.z, self.centroids)[0]
 
     @torch.no_grad()
     def infer(self, x, y=None, with_recon=True):
@@ -393,8 +393,7 @@ class CVAE(_Base):
             mu, logvar = self._posterior(x, y)
             bce = F.binary_cross_entropy_with_logits(self._decode_logits(mu, y).float(), target,
                                                      reduction="none").flatten(1).sum(1)
-            kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(1)
-            scores.append(bce + kl)
+            scores.append(bce + kl_per_image(mu.float(), logvar.float()))
             mus.append(mu)
         return torch.stack(scores, 1), torch.stack(mus)
 
@@ -408,9 +407,69 @@ class CVAE(_Base):
         return ModelOutput(z=z, recon=recon, pred=pred)
 
 
+# ---------------------------------------------------------------- the model-kind registry
+
+@dataclass(frozen=True)
+class ModelKind:
+    """Everything the CLI, the zoo, the app and the results scripts know about one model kind. A new kind is
+    its class above plus one entry in KINDS; what it can do is read from the class (`has_decoder`, ...)."""
+
+    name: str  # ModelConfig.kind, the CLI's --model value, the "kind" a checkpoint records
+    cls: type
+    title: str  # the app's name for it
+    paper_name: str  # the paper's name for it (Table 3)
+    betas: tuple = (0.0,)  # the β the zoo trains it at; several: β is part of its checkpoint names and labels
+    paper: dict = field(default_factory=dict)  # Table 3 of the paper, recognition %: β -> (MNIST, Fashion-MNIST)
+    zoo_rank: int = 1  # place in the zoo's training queue (lower first; the default model always leads)
+    snapshot_betas: tuple = ()  # Fig. 4: the β whose epoch snapshots the zoo keeps (MNIST)
+    train: dict = field(default_factory=dict)  # the kind's own optimizer settings, over any recipe's
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.cls.has_decoder
+
+    @property
+    def has_centroids(self) -> bool:
+        return self.cls.has_centroids
+
+    @property
+    def has_logits(self) -> bool:
+        return self.cls.has_logits
+
+    @property
+    def label_conditioned(self) -> bool:
+        return self.cls.label_conditioned
+
+    def label(self, beta: float = 0.0, paper: bool = False) -> str:
+        """'CSAE β=0.02', 'CVAE' (paper=True: the paper's spelling, 'CSAE_encoder')."""
+        name = self.paper_name if paper else self.title
+        return f"{name} β={beta:g}" if len(self.betas) > 1 else name
+
+    def checkpoint_name(self, beta: float = 0.0, seed: int = 0) -> str:
+        """The zoo's file stem: 'csae-b0.02', 'basenet', 'csae-b0.02-s1'."""
+        base = f"{self.name}-b{beta:g}" if len(self.betas) > 1 else self.name
+        return f"{base}-s{seed}" if seed else base
+
+
+KINDS: dict[str, ModelKind] = {k.name: k for k in (
+    ModelKind("csae", CSAE, "CSAE", "CSAE", betas=(0.0, 0.02, 0.04, 0.06, 0.08), zoo_rank=3,
+              snapshot_betas=(0.0, 0.04, 0.08),
+              paper={0.0: (99.48, 92.70), 0.02: (99.52, 92.36), 0.04: (99.50, 92.45), 0.06: (99.50, 92.89),
+                     0.08: (99.47, 92.48)}),
+    ModelKind("csae-encoder", CSAEEncoder, "CSAE encoder", "CSAE_encoder", zoo_rank=2, paper={0.0: (99.45, 92.60)}),
+    ModelKind("basenet", Basenet, "Basenet", "Basenet", zoo_rank=1, paper={0.0: (99.20, 92.45)}),
+    # Not in Table 3. The authors trained it with Adam 1e-3 at batch 512, no weight decay, constant lr.
+    ModelKind("cvae", CVAE, "CVAE", "CVAE", zoo_rank=4,
+              train=dict(optimizer="adam", lr=1e-3, batch_size=512, weight_decay=0.0, schedule="step",
+                         lr_step=10**6, warmup_steps=0, nesterov=False)),
+)}
+MODEL_KINDS = tuple(KINDS)
+DEFAULT_KIND, DEFAULT_BETA = "csae", 0.02  # what the app shows first, the zoo trains first (and with seeds)
+
+
 def build_model(cfg: ModelConfig, centroids: torch.Tensor | None = None) -> nn.Module:
-    """The model of `cfg.kind`; csae and csae-encoder need the scaled PEDCC centroids (n, d)."""
-    cls = {"csae": CSAE, "csae-encoder": CSAEEncoder, "basenet": Basenet, "cvae": CVAE}[cfg.kind]
+    """The model of `cfg.kind`; kinds with centroids need the scaled PEDCC centroids (n, d)."""
+    cls = KINDS[cfg.kind].cls
     if cls.has_centroids and centroids is None:
         raise CSAEError(f"a {cfg.kind} model needs PEDCC centroids")
     return cls(cfg, centroids)

@@ -26,18 +26,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .classify import nearest_centroid
+from .datasets import DATASETS, DIGIT_LIKE_LETTERS  # noqa: F401  (exported)
 from .errors import CSAEError
+from .evaluate import batches, reconstruction_errors
 
 __all__ = ["VALIDATION_IMAGES", "TARGET_TPR", "SCORE_DESCRIPTIONS", "UNKNOWN_SETS", "DIGIT_LIKE_LETTERS",
            "available_scores", "default_score", "check_scores", "raw_scores_needed", "score_images",
            "Standardizer", "combine", "threshold_at_tpr", "openset_metrics", "roc_points", "load_known",
-           "load_unknown", "unknown_subsets", "scores_from_raw", "OpenSetResult", "evaluate_openset"]
+           "load_unknown", "unknown_subsets", "unknown_title", "scores_from_raw", "OpenSetResult", "evaluate_openset"]
 
 VALIDATION_IMAGES = 5000  # the last 5,000 training images: the known set's validation split
 TARGET_TPR = 0.95  # keep 95 % of known images: the usual operating point (FPR at 95 % TPR)
-DIGIT_LIKE_LETTERS = "ilosz"  # letters that are also written like digits (1, 1, 0, 5, 2)
 
 SCORE_DESCRIPTIONS = {
     "distance": "distance to the nearest PEDCC centroid",
@@ -51,13 +52,31 @@ SCORE_DESCRIPTIONS = {
 _NEEDS = {"distance": ("distance",), "recon": ("recon",), "combined": ("distance", "recon"),
           "msp": ("msp",), "energy": ("energy",), "elbo": ("elbo",)}
 
-# Unknown sets: name -> (dataset, split, letters to leave out). EMNIST letters only ships a test split.
-UNKNOWN_SETS = {
-    "emnist-letters": ("emnist-letters", "test", ""),
-    f"emnist-letters-no-{DIGIT_LIKE_LETTERS}": ("emnist-letters", "test", DIGIT_LIKE_LETTERS),
-    "mnist": ("mnist", "test", ""),
-    "fashion-mnist": ("fashion-mnist", "test", ""),
-}
+
+
+def _unknown_sets() -> dict[str, tuple[str, str, str]]:
+    """Unknown sets, from the dataset registry: name -> (dataset, split, classes to leave out). Every dataset's
+    test split; also without its look-alike classes, where it has some; datasets no model trains on first."""
+    out = {}
+    for name, spec in sorted(DATASETS.items(), key=lambda item: item[1].trainable):
+        out[name] = (name, "test", "")
+        if spec.lookalikes:
+            out[f"{name}-no-{spec.lookalikes}"] = (name, "test", spec.lookalikes)
+    return out
+
+
+UNKNOWN_SETS = _unknown_sets()  # emnist-letters, emnist-letters-no-ilosz, mnist, fashion-mnist
+
+
+def unknown_title(name: str) -> str:
+    """'MNIST', 'EMNIST letters (all)', 'EMNIST letters without i, l, o, s, z'."""
+    if name not in UNKNOWN_SETS:
+        return name
+    dataset, _, leave_out = UNKNOWN_SETS[name]
+    spec = DATASETS[dataset]
+    if leave_out:
+        return f"{spec.title} without {', '.join(leave_out)}"
+    return f"{spec.title} (all)" if spec.lookalikes else spec.title
 
 
 # ---------------------------------------------------------------- what a model can score
@@ -73,9 +92,9 @@ def _has_elbo(model) -> bool:
 
 
 def available_scores(model) -> list[str]:
-    """The outlier scores `model` supports, its default first."""
+    """The outlier scores `model` (or a model class) supports, its default first."""
     out = []
-    if _has(model, "has_centroids") and getattr(model, "centroids", None) is not None:
+    if _has(model, "has_centroids") and (isinstance(model, type) or getattr(model, "centroids", None) is not None):
         out.append("distance")
     if _has_elbo(model):
         out.append("elbo")
@@ -119,11 +138,6 @@ def check_scores(model, names) -> None:
 
 # ---------------------------------------------------------------- one pass over the images
 
-def _mse(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image MSE (B,) of the reconstruction clipped to the displayable range [0, 1]."""
-    return (recon.float().clamp(0, 1) - x.float()).pow(2).flatten(1).mean(1)
-
-
 @torch.no_grad()
 def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Raw outlier scores (B,) of one float batch, from a single pass through the model."""
@@ -132,14 +146,14 @@ def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, tor
         nelbo, mus = model.neg_elbo(x)  # (B, n) negative ELBO under every label, (n, B, d) posterior means
         out["elbo"], pred = nelbo.min(1)  # the best label's
         if "recon" in raw:  # decoded under the best label, as `reconstruct` does for an unlabelled image
-            out["recon"] = _mse(model.decode(mus[pred, torch.arange(len(x), device=x.device)], pred), x)
+            out["recon"] = reconstruction_errors(model.decode(mus[pred, torch.arange(len(x), device=x.device)], pred), x)
     else:
         # One pass: latent, prediction and (only if needed: it costs 3x the encoder) the reconstruction.
         res = model.infer(x, with_recon="recon" in raw)
         if "distance" in raw:
-            out["distance"] = torch.cdist(res.z.float(), model.centroids.float()).min(1).values
+            out["distance"] = nearest_centroid(res.z, model.centroids)[1].min(1).values
         if "recon" in raw:
-            out["recon"] = _mse(res.recon, x)
+            out["recon"] = reconstruction_errors(res.recon, x)
         if "msp" in raw or "energy" in raw:
             logits = res.logits.float()  # (B, n)
             out["msp"] = -logits.softmax(1).max(1).values
@@ -151,8 +165,6 @@ def _batch_scores(model, x: torch.Tensor, raw: tuple[str, ...]) -> dict[str, tor
 def score_images(model, images: torch.Tensor, raw: tuple[str, ...], batch_size: int = 250,
                  device="cpu") -> dict[str, np.ndarray]:
     """Raw outlier scores {name: (N,) float64} of uint8 images (N, C, H, W), one forward pass per batch."""
-    from .evaluate import batches
-
     model.eval()
     parts: dict[str, list] = {k: [] for k in raw}
     fmt = torch.channels_last if images.dim() == 4 else torch.contiguous_format
@@ -277,14 +289,12 @@ def load_unknown(name: str, size: int, data_dir=None, limit: int = 0) -> tuple[t
 def unknown_subsets(name: str, labels) -> dict[str, np.ndarray]:
     """Subsets of unknown set `name` also worth reporting, as boolean masks over its images: EMNIST
     letters without the digit-like letters (the shipped test split holds a-m, so that drops i and l)."""
-    from . import data
-
     dataset, _, leave_out = UNKNOWN_SETS.get(name, (None, None, None))
-    if dataset != "emnist-letters" or leave_out:
+    if dataset is None or leave_out or not DATASETS[dataset].lookalikes:
         return {}
-    names = data.DATASETS[dataset].class_names
-    drop = [names.index(c) for c in DIGIT_LIKE_LETTERS]
-    return {f"emnist-letters-no-{DIGIT_LIKE_LETTERS}": ~np.isin(np.asarray(labels), drop)}
+    spec = DATASETS[dataset]
+    drop = [spec.class_names.index(c) for c in spec.lookalikes]
+    return {f"{dataset}-no-{spec.lookalikes}": ~np.isin(np.asarray(labels), drop)}
 
 
 # ---------------------------------------------------------------- one model against one unknown set

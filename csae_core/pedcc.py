@@ -160,6 +160,16 @@ def _paper_steps(u, v, steps, it0, hist):
     return u, v
 
 
+def _bb_step(s: np.ndarray, y: np.ndarray, long: bool) -> float:
+    """Barzilai-Borwein step size from the move s and the change of the gradient y: the long (BB1) or the
+    short (BB2) one, alternated by the caller; inf under negative curvature (e.g. near a saddle: the caller
+    then takes the longest allowed step)."""
+    sy = float((s * y).sum())
+    if sy <= 0:
+        return math.inf
+    return float((s * s).sum()) / sy if long else sy / float((y * y).sum())
+
+
 def _refine(u, it0, max_iters, tol, cos_tol, hist):
     """Riemannian gradient descent on the Coulomb energy E = sum_{i<j} 1/|u_i - u_j|.
 
@@ -205,13 +215,7 @@ def _refine(u, it0, max_iters, tol, cos_tol, hist):
             step *= 0.25  # not enough decrease: retry from u with a shorter step
             continue
         hist.record(it, u_new)
-        s = u_new - u
-        y = f_t - f_new  # change of the gradient (gradient = -f_t)
-        sy = float((s * y).sum())
-        if sy > 0:  # alternate the long (BB1) and short (BB2) step sizes
-            step = float((s * s).sum()) / sy if len(trail) % 2 else sy / float((y * y).sum())
-        else:  # negative curvature, e.g. near a saddle: take the longest allowed step
-            step = math.inf
+        step = _bb_step(u_new - u, f_t - f_new, long=bool(len(trail) % 2))  # the gradient is -f_t
         u, f_t = u_new, f_new
         recent = (recent + [e_new])[-10:]
         if e_new < best[0]:
@@ -267,6 +271,27 @@ def check_size(n: int, d: int, iters: int = 0, max_iters: int = 0) -> None:
         raise CSAEError(f"iterations must be <= {MAX_ITERS:,}, got {max(iters, max_iters):,}")
 
 
+def _check_arguments(n, d, seed, iters, converge, max_iters, tol, history_frames, restarts) -> None:
+    """generate_pedcc's arguments, each refused with one clear CSAEError."""
+    _check("classes", n, 2)
+    _check("dim", d, 2)
+    _check("seed", seed, 0)
+    if iters is not None:
+        _check("iters", iters, 0 if converge else 1)
+    _check("max_iters", max_iters, 1)
+    check_size(n, d, iters or 0, max_iters)
+    if converge and iters is not None and iters >= max_iters:
+        raise CSAEError(f"iters ({iters}) must be < max_iters ({max_iters}) in convergence mode")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise CSAEError(f"tol must be a number in (0, 1), got {tol!r}")
+    _check("history_frames", history_frames, 0)
+    if history_frames == 1:
+        raise CSAEError("history_frames must be 0 (no history) or >= 2 (first and last frame)")
+    _check("restarts", restarts, 1)
+    if restarts > 1 and not converge:
+        raise CSAEError("restarts only applies to convergence mode: pass converge=True")
+
+
 def generate_pedcc(
     n: int,
     d: int,
@@ -297,23 +322,7 @@ def generate_pedcc(
     history_frames: 0 for no history, else at most that many (>= 2) frames.
     as_numpy: centroids and history as numpy arrays instead of torch tensors (torch is not imported).
     """
-    _check("classes", n, 2)
-    _check("dim", d, 2)
-    _check("seed", seed, 0)
-    if iters is not None:
-        _check("iters", iters, 0 if converge else 1)
-    _check("max_iters", max_iters, 1)
-    check_size(n, d, iters or 0, max_iters)
-    if converge and iters is not None and iters >= max_iters:
-        raise CSAEError(f"iters ({iters}) must be < max_iters ({max_iters}) in convergence mode")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-        raise CSAEError(f"tol must be a number in (0, 1), got {tol!r}")
-    _check("history_frames", history_frames, 0)
-    if history_frames == 1:
-        raise CSAEError("history_frames must be 0 (no history) or >= 2 (first and last frame)")
-    _check("restarts", restarts, 1)
-    if restarts > 1 and not converge:
-        raise CSAEError("restarts only applies to convergence mode: pass converge=True")
+    _check_arguments(n, d, seed, iters, converge, max_iters, tol, history_frames, restarts)
     if polish is None:
         polish = n * n * d <= POLISH_WORK
 

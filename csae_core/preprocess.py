@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import CSAEError
 
-__all__ = ["MODEL_SIZE", "pad", "to_model_input", "to_uint8", "load_dataset_tensors"]
+__all__ = ["MODEL_SIZE", "pad", "to_float", "to_model_input", "to_uint8", "load_dataset_tensors"]
 
 MODEL_SIZE = 32  # the paper's input size for MNIST and Fashion-MNIST (28 px images, padded)
 
@@ -57,9 +57,15 @@ def to_model_input(images, size: int = MODEL_SIZE):
         x = x[:, None]  # (N, 1, H, W)
     if x.dim() != 4:
         raise CSAEError(f"expected images (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
-    x = pad(x, size)
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-    return x.contiguous()
+    return to_float(pad(x, size)).contiguous()
+
+
+def to_float(x):
+    """uint8 tensor -> float32 in [0, 1] (x / 255); a float tensor is taken to be in [0, 1] already.
+    The one place pictures become model floats: training, evaluation and the app convert here, per batch."""
+    import torch
+
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
 def to_uint8(x) -> np.ndarray:
@@ -68,8 +74,9 @@ def to_uint8(x) -> np.ndarray:
     return u[:, 0].numpy() if u.shape[1] == 1 else u.permute(0, 2, 3, 1).numpy()
 
 
-def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: int = 0):
+def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: int = 0, test: bool = True):
     """((train uint8 (N, C, S, S), labels), (test images, labels), class names) of dataset `name`.
+    test=False: the test split is not read at all (returned as None), for runs that must never see it.
 
     MNIST-like datasets (data.DATASETS) are padded to `image_size` (0: MODEL_SIZE); any other name is
     a folder of class sub-folders, read at `image_size` (0: 128) in colour, with train/ and test/
@@ -81,20 +88,21 @@ def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: in
 
     if name in data.DATASETS:
         xs = {}
-        for split in ("train", "test"):
+        for split in ("train", "test") if test else ("train",):
             images, labels = data.load_split(name, split, data_dir)
             xs[split] = (pad(images[:, None], image_size or MODEL_SIZE), labels)
-        return xs["train"], xs["test"], list(data.DATASETS[name].class_names)
+        return xs["train"], xs.get("test"), list(data.DATASETS[name].class_names)
     root = Path(name)
     if not root.is_dir():
         raise CSAEError(f"unknown dataset {name!r}: use mnist, fashion-mnist or a folder of class sub-folders")
     size = image_size or 128
     if (root / "train").is_dir() and (root / "test").is_dir():
         tr = data.ImageFolderDataset(root / "train", size=size, channels=3)
-        te = data.ImageFolderDataset(root / "test", size=size, channels=3)
-        return tr.load_all(), te.load_all(), list(tr.class_names)
+        te = data.ImageFolderDataset(root / "test", size=size, channels=3).load_all() if test else None
+        return tr.load_all(), te, list(tr.class_names)
     ds = data.ImageFolderDataset(root, size=size, channels=3)
     images, labels = ds.load_all()
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     cut = max(1, len(perm) // 10)  # hold out 10% for testing, deterministically
-    return (images[perm[cut:]], labels[perm[cut:]]), (images[perm[:cut]], labels[perm[:cut]]), list(ds.class_names)
+    held_out = (images[perm[:cut]], labels[perm[:cut]]) if test else None
+    return (images[perm[cut:]], labels[perm[cut:]]), held_out, list(ds.class_names)

@@ -1,19 +1,14 @@
 """Class sampling (Fig. 7/8): decode draws from each class's latent Gaussian, and paths between class centres."""
 import streamlit as st
 
-from app import loaders, registry, widgets
+from app import loaders, widgets
 
 st.title("Class sampling")
 st.caption("CSAE: the latent codes of each class's training images have a mean and a covariance; drawing from "
            "that Gaussian and decoding gives new images of the class (section 4.2). The CVAE draws z ~ N(0, I) "
            "and decodes it with the class as condition.")
 
-decoders = registry.finals(loaders.model_entries(), decoder_only=True)
-if not decoders:
-    widgets.no_models("class sampling")
-    st.stop()
-
-entry = widgets.choose_model(decoders, key="sample_model")
+entry = widgets.choose_final_model("class sampling", key="sample_model", decoder_only=True)
 ckpt = widgets.load_or_stop(entry)
 names = ckpt.class_names
 if entry.kind == "csae" and ckpt.latent_stats() is None:
@@ -37,8 +32,8 @@ widgets.image_row(loaders.samples_png(entry.path, classes, n, float(temperature)
                   f"temperature {temperature:g}, seed {seed}")
 
 st.header("Between two classes")
-if entry.kind == "cvae":
-    st.caption("The CVAE has no class centres to walk between; pick a CSAE model for this part.")
+if not entry.has_centroids:
+    st.caption(f"The {entry.label} has no class centres to walk between; pick a CSAE model for this part.")
 else:
     i = st.columns(4)
     a = i[0].selectbox("From", range(len(names)), index=0, format_func=lambda j: names[j], key="interp_a")

@@ -2,26 +2,19 @@
 import numpy as np
 import streamlit as st
 
-from app import figures, loaders, registry, widgets
-from csae_core import geometry
+from app import analysis, figures, loaders, widgets
 
 st.title("Distance matrix")
 st.caption("Fig. 10 of the paper: the Euclidean distances between the class centres of the latent codes. "
            "Because the centres are predefined and evenly spread, all off-diagonal distances are nearly equal — "
            "even for classes that look alike (4/9, 7/9 in MNIST).")
 
-entries = registry.finals(loaders.model_entries())
-if not entries:
-    widgets.no_models("the distance matrix")
-    st.stop()
-
-controls = st.columns([2, 2, 1])
-entry = widgets.choose_model(entries, key="dist_model", where=controls[0])
+entry, controls = widgets.model_controls("the distance matrix", key="dist_model", widths=[2, 2, 1])
 ckpt = widgets.load_or_stop(entry)
 names = ckpt.class_names
-source = controls[1].radio("Class means from", ["training latents stored in the checkpoint", "test set"],
+source = controls[0].radio("Class means from", ["training latents stored in the checkpoint", "test set"],
                            key="dist_source", horizontal=False)
-upper = controls[2].toggle("Upper triangle only", value=True, key="dist_upper")
+upper = controls[1].toggle("Upper triangle only", value=True, key="dist_upper")
 
 means = None
 if source.startswith("training"):
@@ -37,11 +30,11 @@ if means is None:
     else:
         n = st.slider("Test images", 500, 10_000, 2000, step=500, key="dist_test_n")
         z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
-        means = geometry.class_means(z, labels, len(names))
+        means = analysis.class_means(z, labels, len(names))
 
 left, right = st.columns(2)
 if entry.has_centroids:
-    pedcc = geometry.pairwise_distances(ckpt.model.centroids.cpu().numpy())
+    pedcc = analysis.pairwise_distances(ckpt.model.centroids.cpu().numpy())
     left.subheader("PEDCC centroids (predefined)")
     left.plotly_chart(figures.distance_heatmap(pedcc, names, upper), key="dist_pedcc_fig")
     left.caption(f"All off-diagonal distances ≈ {pedcc[~np.eye(len(pedcc), dtype=bool)].mean():.3f} "
@@ -49,7 +42,7 @@ if entry.has_centroids:
 else:
     left.info(f"A {entry.label} has no predefined centroids; only its learned class means are shown.")
 if means is not None:
-    learned = geometry.pairwise_distances(means)
+    learned = analysis.pairwise_distances(means)
     right.subheader(f"Learned class means — {entry.label}")
     right.plotly_chart(figures.distance_heatmap(learned, names, upper), key="dist_learned_fig")
     off = learned[~np.eye(len(learned), dtype=bool)]

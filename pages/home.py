@@ -1,36 +1,14 @@
 """Home: what CSAE and PEDCC are, which models and datasets were found, and how to get the missing ones."""
-import os
-from pathlib import Path
-
 import streamlit as st
 
 from app import figures, loaders, registry, widgets
-from csae_core import data
+from app.widgets import shown_path, shown_text
 
 st.title("CSAE Explorer")
 
 # Official download sizes (what a visitor's click would fetch), for the confirmation below.
 DOWNLOAD_SIZES = {"mnist": "11 MB", "fashion-mnist": "30 MB",
                   "emnist-letters": "a 0.56 GB archive, of which the letters test split, about 5 MB, is kept"}
-
-
-def shown_path(path, base: Path | None = None) -> str:
-    """A path as this page shows it: relative to ``base`` or the project root (``../`` for its siblings, such
-    as ../shared), never the machine's absolute layout; a path elsewhere shows only its last two parts."""
-    if not path:
-        return ""
-    p = Path(path).resolve()
-    bases = ([base.resolve()] if base is not None else []) + [data.PROJECT_ROOT, data.PROJECT_ROOT.parent]
-    for b in bases:
-        if p == b or p.is_relative_to(b):
-            return os.path.relpath(p, data.PROJECT_ROOT if b == data.PROJECT_ROOT.parent else b)
-    return ".../" + "/".join(p.parts[-2:])
-
-
-def shown_text(text: str | None) -> str:
-    """A message with the project's absolute paths made relative."""
-    text = text or ""
-    return text.replace(f"{data.PROJECT_ROOT.parent}/", "../").replace(f"{data.PROJECT_ROOT}/", "")
 
 
 text, picture = st.columns([3, 2])
@@ -79,17 +57,15 @@ st.dataframe(
 st.caption("The app reads the test splits only; `python -m csae_core data check` parses every file whole.")
 if "downloaded" in st.session_state:
     st.success(f"{st.session_state.pop('downloaded')} is ready.")
-missing = [n for n in data.DATASETS if loaders.data_folder(n) is None]
+missing = [n for n in registry.DATASETS if loaders.data_folder(n) is None]
 if missing:
-    source = (f"the mirror `{os.environ[data.URL_VAR]}` (`{data.URL_VAR}`)" if os.environ.get(data.URL_VAR)
-              else "the official sites, checked against their published MD5 sums")
-    target = shown_path(data.default_download_root()) or "data"
+    source, target = widgets.download_source()
     # Downloads only behind an explicit confirmation: a visitor's click starts a fetch on this server.
-    with st.expander(f"Download the missing datasets ({', '.join(data.DATASETS[n].title for n in missing)})"):
+    with st.expander(f"Download the missing datasets ({', '.join(registry.DATASETS[n].title for n in missing)})"):
         st.write(f"Files are fetched from {source} into `{target}/`. "
                  f"`python -m csae_core data download NAME` does the same from a terminal.")
         for name in missing:
-            title = data.DATASETS[name].title
+            title = registry.DATASETS[name].title
             if st.checkbox(f"Yes, download {title} ({DOWNLOAD_SIZES.get(name, 'size unknown')}) on this server",
                            key=f"confirm_download_{name}"):
                 if widgets.download_dataset_button(name, key=f"download_{name}"):

@@ -1,12 +1,8 @@
 """Latent space: test-set latent codes in 2-D/3-D (PCA) or 2-D (t-SNE), coloured by class, with the PEDCC
 centroids; and how the codes classify (nearest centroid) as a confusion matrix."""
-import numpy as np
-import pandas as pd
 import streamlit as st
-from sklearn.metrics import confusion_matrix
 
-from app import figures, loaders, registry, widgets
-from csae_core import geometry
+from app import analysis, figures, loaders, widgets
 
 PROJECTIONS = {"PCA 2-D": 2, "PCA 3-D": 3, "t-SNE 2-D": "tsne"}
 TSNE_MAX = 2000  # t-SNE takes a few seconds per thousand codes on a busy core; PCA takes any number
@@ -16,16 +12,10 @@ st.caption("Each dot is the latent code of one test image. A CSAE pulls each cla
            "(black diamonds). PCA is a linear projection (the centroids are projected with it); t-SNE keeps "
            "neighbourhoods instead of distances (the centroids are embedded along with the codes).")
 
-entries = registry.finals(loaders.model_entries())
-if not entries:
-    widgets.no_models("the latent space view")
-    st.stop()
-
-c = st.columns([3, 1, 1])
-entry = widgets.choose_model(entries, key="latent_model", where=c[0])
-how = c[1].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
+entry, c = widgets.model_controls("the latent space view", key="latent_model", widths=[3, 1, 1])
+how = c[0].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
 sizes = [500, 1000, 2000] if PROJECTIONS[how] == "tsne" else [500, 1000, 2000, 5000, 10_000]
-n = c[2].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
+n = c[1].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
 
 folder = loaders.data_folder(entry.dataset)
 if folder is None:
@@ -40,7 +30,7 @@ if PROJECTIONS[how] == "tsne":
     titles = ["t-SNE 1", "t-SNE 2"]
     note = "t-SNE distances between clusters carry no meaning; neighbourhoods do"
 else:
-    pca = geometry.fit_pca(z, PROJECTIONS[how])
+    pca = analysis.fit_pca(z, PROJECTIONS[how])
     proj, proj_centroids = pca.project(z), None if centroids is None else pca.project(centroids)
     titles = [f"PC{i + 1} ({v:.0%} of the variance)" for i, v in enumerate(pca.explained)]
     note = f"the first {len(pca.explained)} components explain {pca.explained.sum():.0%} of the latent variance"
@@ -49,11 +39,7 @@ st.caption(f"{len(z)} test images of {entry.dataset}, {entry.long_label}; {note}
 
 if centroids is not None:
     with st.expander("How these codes classify: confusion matrix of the nearest centroid"):
-        predicted = np.linalg.norm(z[:, None] - centroids[None], axis=2).argmin(1)  # (n, classes) distances
-        k = len(ckpt.class_names)
-        table = pd.DataFrame(confusion_matrix(labels, predicted, labels=np.arange(k)),
-                             index=pd.Index(ckpt.class_names, name="true"),
-                             columns=pd.Index(ckpt.class_names, name="predicted"))
+        table, accuracy = analysis.nearest_centroid_confusion(z, labels, centroids, ckpt.class_names)
         st.dataframe(table)
-        st.caption(f"Rows: true class, columns: nearest PEDCC centroid; {np.mean(predicted == labels):.2%} of these "
+        st.caption(f"Rows: true class, columns: nearest PEDCC centroid; {accuracy:.2%} of these "
                    f"{len(z)} test images on the diagonal.")

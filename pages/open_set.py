@@ -3,7 +3,6 @@ import streamlit as st
 
 from app import loaders, registry, widgets
 from app import openset as app_openset
-from csae_core import data, openset
 
 st.title("Open set: known or unknown?")
 st.caption("Every model also says how unusual an input is: a CSAE by the distance of its code to the nearest "
@@ -12,7 +11,7 @@ st.caption("Every model also says how unusual an input is: a CSAE by the distanc
            "keeps 95 % of the known validation images (the last 5,000 training images), never set on test images.")
 
 entries = registry.finals(loaders.model_entries())
-datasets = [d for d in registry.datasets(entries) if d in data.DATASETS]
+datasets = [d for d in registry.datasets(entries) if d in registry.DATASETS]
 if not datasets:
     widgets.no_models("the open-set view")
     st.stop()
@@ -27,12 +26,12 @@ if not choices:
     st.info("No other dataset is present to serve as unknown images (EMNIST letters, MNIST or Fashion-MNIST).")
     st.stop()
 unknown = top[1].selectbox("Unknown images", choices, format_func=app_openset.title, key="openset_unknown")
-unknown_folder = loaders.data_folder(openset.UNKNOWN_SETS[unknown][0])
+unknown_folder = app_openset.unknown_folder(unknown)
 models = {e.path: e for e in widgets.loadable([e for e in entries if e.dataset == dataset])}
 if not models:
     st.stop()
 preferred = registry.default_entry(list(models.values()))
-start = [p for p, e in models.items() if e.kind == "basenet" or (preferred and p == preferred.path)] or list(models)[:1]
+start = [p for p, e in models.items() if e.has_logits or (preferred and p == preferred.path)] or list(models)[:1]
 chosen = top[2].multiselect("Models", list(models), default=start, format_func=lambda p: models[p].label,
                             key=f"openset_models_{dataset}")
 if not chosen:
@@ -47,9 +46,9 @@ st.header("Scores of known and unknown images")
 row = st.columns([1, 1, 2])
 path = row[0].selectbox("Model", chosen, format_func=lambda p: models[p].label, key="openset_hist_model")
 score = row[1].selectbox("Score", list(results[path]), key=f"openset_score_{path}",
-                         help="; ".join(f"{k}: {v}" for k, v in openset.SCORE_DESCRIPTIONS.items()))
+                         help=app_openset.score_help())
 s = results[path][score]
-t95 = openset.threshold_at_tpr(s["validation"])
+t95 = app_openset.threshold95(s)
 lo, hi = app_openset.slider_range(s)
 lo, hi = min(lo, t95), max(hi, t95)
 threshold = row[2].slider("Threshold: accept as known at or below", lo, hi, t95, step=(hi - lo) / 400,
@@ -62,12 +61,7 @@ st.markdown(f"At this threshold **{r['known_accepted']:.1%}** of known test imag
 
 # ---------------------------------------------------------------- ROC and table
 st.header("ROC curves")
-curves = {}
-for p in chosen:
-    for name in results[p]:
-        if p == path and name == score or name == openset.default_score(loaders.load_model(p).model):
-            sp = results[p][name]
-            curves[f"{models[p].label} · {name}"] = openset.roc_points(sp["test"], sp["unknown"])
+curves = app_openset.roc_curves(results, {p: models[p].label for p in chosen}, (path, score))
 st.plotly_chart(app_openset.roc_figure(curves), key="openset_roc")
 n_known = {len(results[p][next(iter(results[p]))]["test"]) for p in chosen}
 st.caption(f"Each model's default score (and the one above). Live on evenly spaced subsets "

@@ -2,9 +2,8 @@
 import numpy as np
 import streamlit as st
 
-from app import figures, loaders, registry, widgets
-from csae_core import geometry
-from csae_core.pedcc import pedcc_metrics
+from app import analysis, figures, loaders, registry, widgets
+from app.analysis import pedcc_metrics
 
 st.title("PEDCC on the sphere")
 st.caption("Algorithm 1: n unit charges repel each other (force ∝ 1/distance²) along the sphere until they "
@@ -64,6 +63,6 @@ c1.metric("Largest cosine", f"{m40['max_cosine']:.6f}")
 c2.metric("Smallest angle", f"{m40['min_angle_deg']:.3f}°")
 if m40["simplex_gap"] is not None:
     c3.metric("Gap to the simplex cosine", f"{m40['simplex_gap']:.2e}")
-st.plotly_chart(figures.cosine_histogram(geometry.pairwise_cosines(centroids), m40["simplex_max_cosine"]),
+st.plotly_chart(figures.cosine_histogram(analysis.pairwise_cosines(centroids), m40["simplex_max_cosine"]),
                 key="pedcc_cosines_fig")
 st.caption(f"Pairwise cosines of {source}.")

@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from app import loaders, registry, widgets
-from csae_core import data
 
 st.title("Reconstructions")
 st.caption("Each pair of rows: test images, then their reconstructions. More noise β in training blurs the "
@@ -18,7 +17,7 @@ entries = loaders.model_entries()
 finals = registry.finals(entries, decoder_only=True)  # read from the manifest: nothing loaded yet
 csae_datasets = registry.datasets([e for e in finals if e.kind == "csae"])
 widgets.note_folder_models(csae_datasets, "Reconstructions")
-csae_datasets = [d for d in csae_datasets if d in data.DATASETS]  # the others have no test set to show
+csae_datasets = [d for d in csae_datasets if d in registry.DATASETS]  # the others have no test set to show
 if not csae_datasets:
     widgets.no_models("the reconstruction view")
     st.stop()

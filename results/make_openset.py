@@ -21,12 +21,12 @@ import torch
 
 from csae_core import openset
 from csae_core.checkpoint import load_checkpoint
+from csae_core.datasets import DATASETS, TRAINABLE
+from csae_core.model import DEFAULT_BETA, KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRS = {"mnist": ("emnist-letters", "fashion-mnist"), "fashion-mnist": ("mnist",)}
-TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "emnist-letters": "EMNIST letters (all)",
-          f"emnist-letters-no-{openset.DIGIT_LIKE_LETTERS}": "letters without i, l, o, s, z"}
-ORDER = ["csae", "csae-encoder", "basenet", "cvae"]  # Table 3's rows, then the CVAE
+PAIRS = {name: DATASETS[name].openset_unknowns for name in TRAINABLE}  # known dataset -> unknown sets
+ORDER = list(KINDS)  # Table 3's rows, then the CVAE
 # Scoring a label-conditioned model (the CVAE) costs one encode and one decode per class per image (10x):
 # such models are scored on evenly spaced subsets of this many images per split (stated in the table).
 LABEL_CONDITIONED_IMAGES = 1000
@@ -45,9 +45,8 @@ def final_models(manifest: list[dict]) -> list[dict]:
 
 
 def label(row) -> str:
-    names = {"csae": "CSAE", "csae-encoder": "CSAE_encoder", "basenet": "Basenet", "cvae": "CVAE"}
-    name = names.get(row["model"], row["model"])
-    return f"{name} β={row['beta']:g}" if row["model"] == "csae" else name
+    kind = KINDS.get(row["model"])
+    return kind.label(row["beta"], paper=True) if kind else row["model"]
 
 
 class Scorer:
@@ -168,7 +167,7 @@ def beta_trend(results: list[dict]) -> list[str]:
             verdict += ", monotonic)" if abs(rho) > 0.99 else ")"
         verdicts.append((ds, unknown, score, verdict))
         cells = [f"{by_beta[b]['auroc']:.3f}" if b in by_beta else "—" for b in betas]
-        lines.append(f"| {TITLES.get(ds, ds)} | {TITLES.get(unknown, unknown)} | {score} | " + " | ".join(cells)
+        lines.append(f"| {openset.unknown_title(ds)} | {openset.unknown_title(unknown)} | {score} | " + " | ".join(cells)
                      + f" | {rho:+.2f} | {verdict} |")
     helps = [v for v in verdicts if v[3].startswith("helps")]
     hurts = [v for v in verdicts if v[3].startswith("hurts")]
@@ -177,20 +176,21 @@ def beta_trend(results: list[dict]) -> list[str]:
               f"difference in {len(verdicts) - len(helps) - len(hurts)}."]
     for tag, group in (("Improves", helps), ("Worsens", hurts)):
         if group:
-            lines.append(f"{tag}: " + "; ".join(f"{TITLES.get(d, d)} vs {TITLES.get(u, u)} ({s})"
+            lines.append(f"{tag}: " + "; ".join(f"{openset.unknown_title(d)} vs {openset.unknown_title(u)} ({s})"
                                                 for d, u, s, _ in group) + ".")
     return lines
 
 
-HEADLINE = [("csae", 0.02, "distance"), ("csae", 0.02, "combined"), ("csae-encoder", 0.0, "distance"),
-            ("basenet", 0.0, "msp"), ("basenet", 0.0, "energy"), ("cvae", 0.0, "elbo")]
+# (kind, β, score): each kind at the default β (or its only one), with every score but the bare `recon`.
+HEADLINE = [(k.name, DEFAULT_BETA if DEFAULT_BETA in k.betas else k.betas[0], score) for k in KINDS.values()
+            for score in openset.available_scores(k.cls) if score != "recon"]
 
 
 def headline(results: list[dict]) -> list[str]:
     """AUROC / FPR@95 of the app's default CSAE against the baselines, every pair in one table."""
     pairs = list(dict.fromkeys((r["dataset"], r["unknown"]) for r in results))
     lines = ["## Headline", "", "AUROC / FPR@95 (higher / lower is better).", "",
-             "| model | score | " + " | ".join(f"{TITLES.get(d, d)} vs {TITLES.get(u, u)}" for d, u in pairs) + " |",
+             "| model | score | " + " | ".join(f"{openset.unknown_title(d)} vs {openset.unknown_title(u)}" for d, u in pairs) + " |",
              "|---" * (2 + len(pairs)) + "|"]
     for model, beta, score in HEADLINE:
         cells, name = [], None
@@ -239,8 +239,8 @@ def markdown(results: list[dict], rows: list[dict], label_conditioned_images: in
     lines += headline(results)
     for ds in dict.fromkeys(r["dataset"] for r in results):
         unknowns = list(dict.fromkeys(r["unknown"] for r in results if r["dataset"] == ds))
-        lines += [f"## {TITLES.get(ds, ds)} models", "",
-                  "| model | score | " + " | ".join(f"{TITLES.get(u, u)}: AUROC | FPR@95" for u in unknowns)
+        lines += [f"## {openset.unknown_title(ds)} models", "",
+                  "| model | score | " + " | ".join(f"{openset.unknown_title(u)}: AUROC | FPR@95" for u in unknowns)
                   + " | known kept |", "|---" * (2 + 2 * len(unknowns) + 1) + "|"]
         for key in dict.fromkeys((r["label"], r["score"]) for r in results if r["dataset"] == ds):
             cells = []
@@ -254,11 +254,11 @@ def markdown(results: list[dict], rows: list[dict], label_conditioned_images: in
         lines.append("")
         for u in unknowns:
             best = max((r for r in results if r["dataset"] == ds and r["unknown"] == u), key=lambda r: r["auroc"])
-            lines.append(f"- Best against {TITLES.get(u, u)}: {best['label']} with `{best['score']}` "
+            lines.append(f"- Best against {openset.unknown_title(u)}: {best['label']} with `{best['score']}` "
                          f"(AUROC {best['auroc']:.3f}, FPR@95 {best['fpr_at_95_tpr']:.3f}).")
         for r in results:
             if r["dataset"] == ds and r["auroc"] < 0.5:
-                lines.append(f"- Worse than chance: {r['label']} `{r['score']}` against {TITLES.get(r['unknown'])} "
+                lines.append(f"- Worse than chance: {r['label']} `{r['score']}` against {openset.unknown_title(r['unknown'])} "
                              f"(AUROC {r['auroc']:.3f}): the model finds the unknown images *more* typical than its "
                              f"own (for a likelihood such as the ELBO, simpler images score higher: Nalisnick et "
                              f"al., 2019).")

@@ -63,6 +63,13 @@ def pytest_terminal_summary(terminalreporter):
 
 
 DIGITS = [str(d) for d in range(10)]
+
+
+def explorer_pages() -> list[str]:
+    """The pages app/explorer.py registers with st.navigation, in its order: the one page list."""
+    import re
+
+    return re.findall(r'PAGES / "(\w+)\.py"', (PROJECT_ROOT / "app" / "explorer.py").read_text())
 FIXTURE_BETAS = (0.0, 0.04, 0.08)
 PAPER_EPOCHS = {4: 40, 8: 80, 12: 120}  # a 12-epoch recipe mapped onto the paper's 120
 

@@ -15,10 +15,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import explorer_pages
+
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
-PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space",
-         "open_set"]
+PAGES = explorer_pages()
 TIMEOUT = 60  # first runs import torch and load models; 2 busy cores
 
 
@@ -52,12 +53,21 @@ def image_urls(at: AppTest) -> list[str]:
 
 # ---------------------------------------------------------------- every view, with everything present
 
+# What each view shows a user with the fixture zoo and data: its main figures, images or tables.
+SHOWS = {"home": ("dataframe", 2), "pedcc_sphere": ("plotly_chart", 3), "distance_matrix": ("plotly_chart", 2),
+         "reconstructions": ("image", 1), "class_sampling": ("image", 2), "letters": ("image", 2),
+         "open_set": ("plotly_chart", 2), "latent_space": ("plotly_chart", 1)}
+
+
 @pytest.mark.usefixtures("app_env")
 @pytest.mark.parametrize("page", PAGES)
 def test_every_view_renders(page):
     at = open_page(page)
     assert at.title, "every view has a title"
     assert not at.error, [e.value for e in at.error]
+    kind, least = SHOWS[page]
+    shown = len(at.get(kind))
+    assert shown >= least, f"{page} shows {shown} {kind}, expected at least {least}"
 
 
 @pytest.mark.usefixtures("app_env")

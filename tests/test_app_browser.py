@@ -6,63 +6,30 @@ test is skipped when it is missing. Screenshots go to the test's tmp_path.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
+
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
 TIMEOUT_MS = 60_000  # 2 shared cores: the first page loads torch and the models
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(app_fixture, tmp_path_factory):
     """The app served on a free loopback port against the fixture zoo and data; yields its URL."""
-    tmp_path = tmp_path_factory.mktemp("server")
-    port = _free_port()
     env = {**os.environ, "CSAE_CHECKPOINTS_DIR": str(app_fixture["checkpoints"]),
            "CSAE_DATA_DIR": str(app_fixture["data"])}
-    # The console script, as a user runs it: it does not put the repo root on sys.path, so this
-    # also checks that the installed project (`-e .` in requirements.txt) makes csae_core and app importable.
-    streamlit = Path(sys.executable).with_name("streamlit")
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [str(streamlit), "run", "app/explorer.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        with streamlit_server.running(env, log=tmp_path_factory.mktemp("server") / "streamlit.log", timeout=60) as url:
+            yield url
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture

@@ -106,9 +106,7 @@ def test_reconstruct_and_nearest_with_a_fixture_model(app_fixture):
     rec = analysis.reconstruct(model, images)
     assert rec.images.shape == (5, 32, 32) and rec.images.dtype == np.uint8
     assert rec.mse.shape == (5,) and np.allclose(rec.psnr, 10 * np.log10(1 / rec.mse), atol=1e-4)
-    from csae_core.images import letter_tensor
-
-    classes, dist = analysis.nearest_classes(model, letter_tensor(list(images)))
+    classes, dist = analysis.nearest_classes(model, images)
     z = analysis.latents(model, images)
     ref = np.linalg.norm(z[:, None] - model.centroids.numpy()[None], axis=2)
     assert np.array_equal(classes, ref.argmin(1)) and np.allclose(dist, ref.min(1), atol=1e-4)
@@ -188,14 +186,6 @@ def test_prepare_image_gives_the_emnist_steps():
     assert x.shape == (28, 28) and x.max() == 255 and x[0, 0] == 0  # light ink on black, like EMNIST
 
 
-def test_canvas_is_blank():
-    assert letters.canvas_is_blank(None)
-    assert letters.canvas_is_blank(np.full((10, 10, 4), 255, np.uint8))  # white background, nothing drawn
-    drawn = np.full((10, 10, 4), 255, np.uint8)
-    drawn[3:6, 3:6, :3] = 0
-    assert not letters.canvas_is_blank(drawn)
-
-
 def test_nearest_table():
     nearest = {"M": (np.array([3, 1]), np.array([5.0, 6.5]))}
     rows = letters.nearest_table(["a", "b"], nearest, [str(i) for i in range(10)])
@@ -251,12 +241,12 @@ def test_user_letter_results_are_memoised_per_session(app_fixture, monkeypatch):
     monkeypatch.setattr(loaders.analysis, "reconstruct_letters", lambda m, x: calls.append(1) or real(m, x))
     letters28 = np.zeros((2, 28, 28), np.uint8)
     letters28[:, 8:20, 12:16] = 255
-    first = loaders.letters_png(entry.path, letters28)
-    assert loaders.letters_png(entry.path, letters28) == first and len(calls) == 1  # the rerun is a lookup
+    first = loaders.letters_recon(entry.path, letters28)
+    assert np.array_equal(loaders.letters_recon(entry.path, letters28), first) and len(calls) == 1  # the rerun is a lookup
     other = letters28.copy()
     other[0, 0, 0] = 1
-    loaders.letters_png(entry.path, other)
+    loaders.letters_recon(entry.path, other)
     assert len(calls) == 2  # different pixels: computed
     monkeypatch.setattr(loaders.st, "session_state", {})  # another session: its own memo
-    loaders.letters_png(entry.path, letters28)
+    loaders.letters_recon(entry.path, letters28)
     assert len(calls) == 3 and len(memo_home["_letters_memo"]) == 2

@@ -4,9 +4,12 @@ Reuses the app server and page fixtures of test_app_browser.py; skipped where /u
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
+from test_app import letter_png
 from test_app_browser import CHROMIUM, page, server  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
@@ -35,10 +38,16 @@ def test_letter_verdicts_in_a_real_browser(server, page, tmp_path):  # noqa: F81
     slider.wait_for()
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        files=[{"name": "L.png", "mimeType": "image/png", "buffer": letter_png()}])
+    verdict = page.get_by_text(re.compile(r"^Verdict \(")).first  # the uploaded letter's verdict line
+    verdict.wait_for()
     thumb = slider.get_by_role("slider")
     thumb.focus()
     page.keyboard.press("Home")  # threshold 0: every letter is unknown
     expect(slider.locator('[data-testid="stSliderThumbValue"]')).to_have_text("0.00")
-    page.wait_for_timeout(1500)  # the rerun redraws the tables
+    expect(verdict).to_have_text(re.compile(r": unknown$"), timeout=30_000)
+    page.keyboard.press("End")  # the largest threshold: the letter is taken for a digit
+    expect(verdict).to_have_text(re.compile(r": [0-9]$"), timeout=30_000)
     page.screenshot(path=str(tmp_path / "letters_verdicts.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0

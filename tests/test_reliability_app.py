@@ -17,7 +17,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import DIGITS, _tiny_model
+from conftest import DIGITS, _tiny_model, explorer_pages
 from reliability_counts import record
 from csae_core.checkpoint import save_checkpoint
 from csae_core.model import ModelConfig, build_model
@@ -25,8 +25,7 @@ from csae_core.pedcc import generate_pedcc
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
-PAGES = ["home", "pedcc_sphere", "distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space",
-         "open_set"]
+PAGES = explorer_pages()
 MODEL_PAGES = ["distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space", "open_set"]
 
 
@@ -174,6 +173,9 @@ def test_bad_checkpoints_dir(page, where, app_env, zoos, monkeypatch, tmp_path):
     monkeypatch.setenv("CSAE_CHECKPOINTS_DIR", str(zoos["a_file"] if where == "a_file" else tmp_path / "nowhere"))
     at = open_page(page)
     assert not at.error
+    # What the user reads instead: no model was found, and the command that makes one.
+    assert any("No trained model" in i.value and "zoo.py train" in i.value for i in at.info), \
+        [i.value for i in at.info]
 
 
 @pytest.mark.parametrize("value", ["/dev/zero", "/nowhere/at/all", "\x01weird"])
@@ -182,3 +184,9 @@ def test_bad_data_dir(page, value, app_env, monkeypatch):
     monkeypatch.setenv("CSAE_DATA_DIR", value)
     at = open_page(page)
     assert not at.error, [e.value for e in at.error]
+    if page == "home":  # every dataset row says it is missing, with the problem
+        rows = at.dataframe[1].value
+        assert not rows["ok"].any() and rows["path or problem"].str.len().min() > 0
+    else:  # the view says which test images it needs and how to get them
+        assert any("were not found" in w.value and "data download" in w.value for w in at.warning), \
+            [w.value for w in at.warning]

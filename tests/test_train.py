@@ -14,7 +14,8 @@ from csae_core.checkpoint import load_checkpoint
 from csae_core.errors import CSAEError
 from csae_core.evaluate import decoder_collapsed, evaluate_model
 from csae_core.model import CSAE, ModelConfig, build_model
-from csae_core.train import TrainConfig, load_dataset_tensors, lr_at, train
+from csae_core.preprocess import load_dataset_tensors
+from csae_core.train import TrainConfig, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(widths=(8, 8, 8, 8), beta=0.04)
@@ -118,29 +119,31 @@ def test_schedules_anneal_per_step_and_warm_up():
 
 
 def test_validation_split_is_the_training_tail_and_never_the_test_set(tmp_path, monkeypatch):
-    """Recipe search measures on the last N training images; the test split is never evaluated or read."""
+    """Recipe search measures on the last N training images; the test split is never evaluated, nor read."""
     import csae_core.train as T
+    from csae_core import data
 
-    real_load, real_eval = T.load_dataset_tensors, T.evaluate_model
-    seen = {}
+    real_split, real_eval = data.load_split, T.evaluate_model
+    seen = {"splits": []}
 
-    def load(*a, **kw):
-        (tx, ty), (sx, sy), names = real_load(*a, **kw)
-        seen["train"] = (tx, ty)
-        poison = torch.full_like(sx[:7], 255), torch.full_like(sy[:7], 99)  # an out-of-range label would crash
-        return (tx, ty), poison, names
+    def load_split(name, split, *a, **kw):
+        seen["splits"].append(split)
+        images, labels = real_split(name, split, *a, **kw)
+        seen[split] = (images, labels)
+        return images, labels
 
     def spy(model, images, labels, **kw):
         seen.setdefault("evaluated", []).append((images.clone(), labels.clone()))
         return real_eval(model, images, labels, **kw)
 
-    monkeypatch.setattr(T, "load_dataset_tensors", load)
+    monkeypatch.setattr(data, "load_split", load_split)
     monkeypatch.setattr(T, "evaluate_model", spy)
     train(TrainConfig(dataset="mnist", out=str(tmp_path / "v"), epochs=1, batch_size=32, epoch_images=64,
                       val_images=100, stats_images=50), ModelConfig(**TINY), log=lambda r: None, progress=False)
+    assert seen["splits"] == ["train"]  # the test files are never opened
     tx, ty = seen["train"]
     for images, labels in seen["evaluated"]:
-        assert torch.equal(images.cpu(), tx[-100:]) and torch.equal(labels.cpu(), ty[-100:])
+        assert torch.equal(images.cpu()[:, 0, 2:-2, 2:-2], tx[-100:]) and torch.equal(labels.cpu(), ty[-100:])
     ck = load_checkpoint(tmp_path / "v")
     assert ck.meta["metrics"]["split"] == "validation" and ck.meta["metrics"]["test_images"] == 100
     last = ck.meta["history"][-1]
@@ -148,6 +151,39 @@ def test_validation_split_is_the_training_tail_and_never_the_test_set(tmp_path, 
     assert last["images"] == last["image_steps"] == 64  # the training images of the epoch, none of the tail
     with pytest.raises(CSAEError, match="val-images"):
         T.validation_split((tx, ty), len(ty))
+
+
+def test_make_recipe_trains_on_the_validation_split(monkeypatch):
+    """results/make_recipe.py's candidates hold out the training tail (`val_images`): its report is chosen
+    on validation images, never on the test set."""
+    import importlib.util
+
+    import csae_core.train as T
+
+    spec = importlib.util.spec_from_file_location("make_recipe", ROOT / "results" / "make_recipe.py")
+    make_recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_recipe)
+    got = []
+    monkeypatch.setattr(T, "train", lambda cfg, mcfg, **kw: got.append(cfg))
+    monkeypatch.setattr(make_recipe, "_log", lambda name: [])
+    for name in make_recipe.CANDIDATES:
+        make_recipe.train_candidate(name, None, threads=torch.get_num_threads())
+    assert len(got) == len(make_recipe.CANDIDATES)
+    assert all(cfg.val_images == make_recipe.VAL_IMAGES == 5000 for cfg in got)
+
+
+def test_resume_refuses_another_epoch_count_under_an_annealed_schedule(tmp_path):
+    """Cosine and linear anneal over --epochs: resuming with another count would bend the schedule already
+    followed, so it is refused; the step schedule does not depend on it, and a step run may be extended."""
+    common = dict(dataset="mnist", batch_size=32, epoch_images=32, test_images=20, stats_images=20)
+    quiet = dict(log=lambda r: None, progress=False)
+    train(TrainConfig(out=str(tmp_path / "c"), epochs=2, schedule="cosine", **common), ModelConfig(**TINY), **quiet)
+    with pytest.raises(CSAEError, match="other settings.*epochs 2 -> 4"):
+        train(TrainConfig(out=str(tmp_path / "c"), epochs=4, schedule="cosine", **common), ModelConfig(**TINY),
+              resume=True, **quiet)
+    train(TrainConfig(out=str(tmp_path / "s"), epochs=1, **common), ModelConfig(**TINY), **quiet)
+    train(TrainConfig(out=str(tmp_path / "s"), epochs=2, **common), ModelConfig(**TINY), resume=True, **quiet)
+    assert load_checkpoint(tmp_path / "s").meta["epoch"] == 2
 
 
 def test_pedcc_iters_runs_the_papers_fixed_count(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from csae_core.checkpoint import load_checkpoint
 from csae_core.evaluate import evaluate_model
-from csae_core.train import load_dataset_tensors
+from csae_core.preprocess import load_dataset_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "checkpoints" / "manifest.json"

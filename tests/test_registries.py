@@ -1,0 +1,84 @@
+"""The two registries (csae_core.model.KINDS, csae_core.datasets.DATASETS) are where kinds and datasets are
+defined: what the zoo trains, what Table 3 and the open-set results list, and how the app names a model and
+what it offers for it all follow from one entry."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from app import registry
+from csae_core import model, openset
+from csae_core.datasets import DATASETS, TRAINABLE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class TinyNet(model.Basenet):
+    """A new kind: a classifier with logits and no decoder."""
+
+
+@pytest.fixture
+def new_kind(monkeypatch):
+    kind = model.ModelKind("tinynet", TinyNet, "Tiny net", "TinyNet", zoo_rank=9)
+    monkeypatch.setitem(model.KINDS, "tinynet", kind)
+    return kind
+
+
+def test_a_new_kind_is_one_registry_entry(new_kind):
+    zoo = load(ROOT / "checkpoints" / "zoo.py", "zoo_registry_test")
+    jobs = list(zoo.jobs(["mnist"], seeds=(0,)))
+    assert jobs[-1] == ("mnist", "tinynet", 0.0, 0)  # queued by its zoo_rank, after every shipped kind
+    assert zoo.name_of("tinynet", 0.0) == "tinynet" and zoo.row_label("tinynet", 0.0) == "TinyNet (not in Table 3)"
+    entry = registry.ModelEntry(dataset="mnist", kind="tinynet", beta=0.0, epoch=1, paper_epoch=None, path="x")
+    assert entry.label == "Tiny net" and entry.has_logits and not entry.has_decoder and not entry.has_centroids
+    assert openset.available_scores(TinyNet) == ["msp", "energy"]  # from its abilities, not its name
+
+
+def test_capabilities_and_names_come_from_the_classes():
+    for name, kind in model.KINDS.items():
+        entry = registry.ModelEntry(dataset="mnist", kind=name, beta=0.02, epoch=1, paper_epoch=None, path="x")
+        assert (entry.has_decoder, entry.has_centroids) == (kind.cls.has_decoder, kind.cls.has_centroids)
+    assert [registry.ModelEntry("mnist", k, b, 1, None, "x").label for k, b in
+            (("csae", 0.02), ("csae-encoder", 0.0), ("basenet", 0.0), ("cvae", 0.0))] == \
+        ["CSAE β=0.02", "CSAE encoder", "Basenet", "CVAE"]
+    zoo = load(ROOT / "checkpoints" / "zoo.py", "zoo_registry_test2")
+    assert zoo.PAPER[("csae", 0.02)] == (99.52, 92.36) and zoo.PAPER[("basenet", 0.0)] == (99.20, 92.45)
+    assert [zoo.name_of(*j[1:]) for j in zoo.jobs(["mnist"])][:3] == ["csae-b0.02", "basenet", "csae-encoder"]
+    assert zoo.ROWS[-1] == ("cvae", 0.0) and len(zoo.ROWS) == 8  # Table 3's seven rows, then the CVAE
+
+
+def test_a_kind_with_its_own_optimizer_keeps_it_under_every_recipe():
+    zoo = load(ROOT / "checkpoints" / "zoo.py", "zoo_registry_test3")
+    for recipe in zoo.RECIPES:
+        cvae, csae = zoo.settings_for(recipe, "cvae"), zoo.settings_for(recipe, "csae")
+        assert cvae["optimizer"] == "adam" and cvae["lr"] == 1e-3 and cvae["weight_decay"] == 0.0
+        assert cvae["epochs"] == zoo.RECIPES[recipe]["own"]["epochs"] and csae.get("optimizer", "sgd") == "sgd"
+    assert zoo.settings_for("tiny", "cvae")["batch_size"] == 16  # the recipe's own run length wins
+    assert zoo.settings_for("cpu-720k", "cvae")["batch_size"] == 512 and zoo.settings_for("cpu-720k", "csae")["nesterov"]
+
+
+def test_open_set_lists_and_pairs_come_from_the_dataset_registry():
+    assert TRAINABLE == ("mnist", "fashion-mnist")  # MNIST first: the app's default and Table 3's first column
+    assert list(openset.UNKNOWN_SETS) == ["emnist-letters", "emnist-letters-no-ilosz", "mnist", "fashion-mnist"]
+    assert openset.unknown_title("emnist-letters-no-ilosz") == "EMNIST letters without i, l, o, s, z"
+    assert openset.unknown_title("fashion-mnist") == "Fashion-MNIST"
+    make_openset = load(ROOT / "results" / "make_openset.py", "make_openset_registry_test")
+    assert make_openset.PAIRS == {"mnist": ("emnist-letters", "fashion-mnist"), "fashion-mnist": ("mnist",)}
+    assert ("cvae", 0.0, "elbo") in make_openset.HEADLINE and ("basenet", 0.0, "msp") in make_openset.HEADLINE
+
+
+def test_idx_datasets_keep_their_official_files():
+    mnist = DATASETS["mnist"]
+    assert [d.filename for d in mnist.downloads] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                                     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert mnist.md5s["t10k-labels-idx1-ubyte.gz"] == "ec29112dd5afa0611ce80d1b7f02629c"
+    assert DATASETS["fashion-mnist"].urls["train-images-idx3-ubyte.gz"][0].endswith(
+        "amazonaws.com/train-images-idx3-ubyte.gz")
+    assert DATASETS["fashion-mnist"].class_names[-1] == "Ankle boot" and mnist.folder == "mnist"
