@@ -201,6 +201,9 @@ def disk_cap() -> int:
 def start(plan: training_plan.Plan, cuda: bool) -> dict:
     """Queue a new job for `plan` and start it if nothing else runs; returns the job."""
     training_plan.check(plan, cuda)
+    if user_dir().resolve().is_relative_to(registry.checkpoints_dir().resolve()):
+        raise CSAEError(f"the user folder {user_dir()} lies inside the shipped checkpoints folder; refused. "
+                        f"Fix: point ${registry.USER_ENV_VAR} elsewhere (default: user_models/).")
     if disk_usage() >= disk_cap():
         raise CSAEError(f"your models use {disk_usage() / 1e6:.0f} MB, the cap is {disk_cap() / 1e6:.0f} MB "
                         f"(${MAX_MB_ENV}). Fix: delete some below (oldest first).")

@@ -38,20 +38,28 @@ class ImageSet:
     image_size: int  # what the model will read them at: 32, 64 or 128
 
 
+def _check_name(i: zipfile.ZipInfo) -> None:
+    """Refuse a member that could land outside the folder: an absolute path, a `..`, a link."""
+    name = i.filename.replace("\\", "/")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in PurePosixPath(name).parts:
+        raise CSAEError(f"the zip names a path outside its folder ({i.filename!r}); refused. "
+                        f"Fix: zip the class folders themselves.")
+    if (i.external_attr >> 16) & 0o170000 == 0o120000:
+        raise CSAEError(f"the zip holds a symbolic link ({i.filename!r}); refused. Fix: zip real files only.")
+
+
 def _members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     """The image members, after the checks on names, links, counts and declared sizes."""
+    if len(zf.infolist()) > 4 * MAX_FILES:
+        raise CSAEError(f"the zip holds {len(zf.infolist()):,} entries, over the {MAX_FILES:,} limit. "
+                        f"Fix: upload fewer images.")
+    for i in zf.infolist():
+        _check_name(i)
     infos = [i for i in zf.infolist() if not i.is_dir() and not SKIP.search(i.filename.replace("\\", "/"))]
     if len(infos) > MAX_FILES:
         raise CSAEError(f"the zip holds {len(infos):,} files, over the {MAX_FILES:,} limit. Fix: upload fewer images.")
     total = 0
     for i in infos:
-        name = i.filename.replace("\\", "/")
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            raise CSAEError(f"the zip names a path outside its folder ({i.filename!r}); refused. "
-                            f"Fix: zip the class folders themselves.")
-        if (i.external_attr >> 16) & 0o170000 == 0o120000:
-            raise CSAEError(f"the zip holds a symbolic link ({i.filename!r}); refused. Fix: zip real files only.")
         if i.file_size > MAX_BYTES:
             raise CSAEError(f"{i.filename} unpacks to {i.file_size / 1e6:.0f} MB, over the {MAX_BYTES / 1e6:.0f} MB "
                             f"limit per image. Fix: scale it down.")
