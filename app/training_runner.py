@@ -71,6 +71,7 @@ def _watch(child: subprocess.Popen, job: dict, run: Path) -> None:
     has_decoder = job["plan"]["kind"] in ("csae", "cvae")
     while True:
         finished = child.poll() is not None
+        stamp = None
         try:
             stamp = (run / "last.json").stat().st_mtime_ns if (run / "last.json").exists() else None
             if has_decoder and stamp is not None and stamp != seen:
