@@ -9,5 +9,8 @@ Modules, one job each:
   figures   plotly figure builders (return go.Figure, no st. calls)
   letters   user images (uploads, canvas) -> EMNIST-style model inputs or a message
   widgets   shared Streamlit pieces: pickers, "what is missing" notes, image strips
+  training_plan, training_jobs, training_runner, uploads, train_ui
+            the Train view: recipes and bounds; the job queue (separate processes, JSON job files); the
+            process behind a job; uploaded zips of image folders; the view's widgets and live panel
 The pages themselves are in ../pages/.
 """

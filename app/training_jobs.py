@@ -140,6 +140,9 @@ def _check_alive(job: dict) -> dict:
     if job.get("state") in ACTIVE and not _alive(job.get("pid"), job["id"]):
         time.sleep(0.2)  # the runner may be writing its final state right now
         again = read(job["id"]) or job
+        if again.get("state") == "stopping":  # stopped before its runner could say so (e.g. while starting)
+            return update(job["id"], state="stopped", finished=time.time(),
+                          note="stopped; its last finished epoch (if any) is kept") or again
         if again.get("state") in ACTIVE:
             with contextlib.suppress(OSError):  # a trainer child left behind by a killed runner
                 os.killpg(job["pid"], signal.SIGKILL)

@@ -80,8 +80,8 @@ def _class_of(names: list[str]) -> list[str]:
         parts = [p[1:] for p in parts]
     if any(len(p) != 2 for p in parts):
         bad = next(n for n, p in zip(names, parts) if len(p) != 2)
-        raise CSAEError(f"{bad!r} is not in a class folder: the zip must hold one folder per class with the images "
-                        f"directly inside (e.g. cats/001.png, dogs/001.png).")
+        raise CSAEError(f"{bad!r} is not in a class folder. Fix: zip one folder per class with the images directly "
+                        f"inside (e.g. cats/001.png, dogs/001.png).")
     for p in parts:
         if not CLASS_NAME.fullmatch(p[0]):
             raise CSAEError(f"class folder name {p[0]!r} is not allowed. Fix: use letters, digits, spaces, . _ + -.")
