@@ -302,4 +302,7 @@ def progress(job: dict) -> tuple[float, str]:
     last = hist[-1]
     left = (epochs - len(hist)) * (last.get("seconds") or 0)
     eta = f" · ETA {training_plan.duration(left)}" if job.get("state") == "running" and left else ""
-    return done, f"epoch {len(hist)} of {epochs} done · {last.get('images_per_s', 0):.0f} images/s{eta}"
+    if job.get("state") == "exporting" or (job.get("state") == "running" and len(hist) >= epochs):
+        eta = " · exporting, and evaluating on the whole test set"
+    # 100 % only when the model is listed: the export and the test-set evaluation come after the last epoch.
+    return min(done, 0.99), f"epoch {len(hist)} of {epochs} done · {last.get('images_per_s', 0):.0f} images/s{eta}"

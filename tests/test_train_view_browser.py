@@ -68,7 +68,7 @@ def test_train_in_a_real_browser(train_server, tmp_path):
         page.get_by_text("Estimated time").wait_for()
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Recipe").click()
         page.get_by_role("option", name="tiny", exact=False).click()
-        beta = page.get_by_label("β (latent noise in training)")
+        beta = page.get_by_role("spinbutton", name="β (latent noise in training)")
         beta.fill("0.3")
         beta.press("Enter")
         page.wait_for_timeout(1000)
