@@ -208,8 +208,11 @@ def start(plan: training_plan.Plan, cuda: bool) -> dict:
         raise CSAEError(f"the user folder {user_dir()} lies inside the shipped checkpoints folder; refused. "
                         f"Fix: point ${registry.USER_ENV_VAR} elsewhere (default: user_models/).")
     if disk_usage() >= disk_cap():
+        oldest = [j for j in all_jobs() if j.get("state") not in ACTIVE][:3]
+        names = "; ".join(f"{(j.get('plan') or {}).get('kind')} β={(j.get('plan') or {}).get('beta', 0):g} "
+                          f"({j['id']})" for j in oldest)
         raise CSAEError(f"your models use {disk_usage() / 1e6:.0f} MB, the cap is {disk_cap() / 1e6:.0f} MB "
-                        f"(${MAX_MB_ENV}). Fix: delete some below (oldest first).")
+                        f"(${MAX_MB_ENV}). Fix: delete some below, oldest first{': ' + names if names else ''}.")
     job = {"id": time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], "state": "queued", "created": time.time(),
            "plan": plan.to_dict(), "args": training_plan.train_args(plan),
            "image_steps": training_plan.image_steps(plan), "epochs": training_plan.settings(plan)["epochs"]}

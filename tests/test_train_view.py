@@ -112,6 +112,10 @@ def test_start_progress_stop_resume_and_delete(user):
     assert not app.exception, [e.value for e in app.exception]
     assert any(f"Epoch {EPOCHS} of {EPOCHS}, tiny recipe" in c.value for c in app.caption), "its real epoch and recipe"
 
+    # Latent space (and every view with a model picker) can select it.
+    app.switch_page("../pages/latent_space.py").run()
+    assert any("your CSAE β=0.3" in o for o in app.selectbox(key="latent_model").options)
+
     at.button(key=f"delete_{job_id}").click().run()
     assert registry.scan_user() == [] and training_jobs.all_jobs() == []
     assert not training_jobs.run_dir(job_id).exists() and not list((user / "models").glob("*"))
@@ -180,3 +184,12 @@ def test_the_quick_preset_is_the_recipe_search_pick():
 
     tcfg, mcfg = train_configs(build_parser().parse_args(["train", *args]))
     assert (tcfg.epochs * tcfg.epoch_images, tcfg.nesterov, mcfg.beta) == (55_000, True, 0.02)
+
+
+def test_disk_cap_refuses_a_new_job_and_names_the_oldest(user, monkeypatch):
+    monkeypatch.setenv(training_jobs.MAX_MB_ENV, "1")
+    (user / "models").mkdir()
+    (user / "models" / "big.bin").write_bytes(b"\0" * 2 * 1024**2)
+    with pytest.raises(Exception, match="the cap is 1 MB"):
+        training_jobs.start(training_plan.Plan(dataset="mnist", recipe="tiny"), cuda=False)
+    assert training_jobs.all_jobs() == []
