@@ -16,5 +16,8 @@ either. Modules, one job each:
   letters       user images (uploads, canvas) -> EMNIST-style 28x28 inputs or a message
   letter_views  the Letters page's rows and tables, as functions of the models shown
   widgets       shared Streamlit pieces: pickers, "what is missing" notes, image strips, shown paths
+  training_plan, training_jobs, training_runner, uploads, train_ui
+                the Train view: recipes and bounds; the job queue (separate processes, JSON job files); the
+                process behind a job; uploaded zips of image folders; the view's widgets and live panel
 Caching lives in loaders and openset only.
 """

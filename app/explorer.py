@@ -26,6 +26,7 @@ navigation = st.navigation([
     st.Page(PAGES / "letters.py", title="Letters (EMNIST)", icon=":material/text_fields:"),
     st.Page(PAGES / "open_set.py", title="Open set", icon=":material/help_center:"),
     st.Page(PAGES / "latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page(PAGES / "train.py", title="Train your own", icon=":material/model_training:"),
 ])
 # Once per server process, in the background: load the default model and test images and render the
 # Reconstructions page's default grid, so the first visit there is a cache lookup (app/warmup.py). When

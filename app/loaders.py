@@ -81,9 +81,15 @@ _warned: set[str] = set()
 # ---------------------------------------------------------------- models
 
 def model_entries() -> list[registry.ModelEntry]:
-    """All checkpoints under the checkpoints folder; re-read only when a file there changes."""
-    folder = registry.checkpoints_dir()
-    return _scan(str(folder), registry.stamp(folder))
+    """All checkpoints under the checkpoints folder, then the user's own (Train view); re-read only when a
+    file there changes."""
+    folder, user = registry.checkpoints_dir(), registry.user_models_dir() / "models"
+    return _scan(str(folder), registry.stamp(folder)) + _scan_user(str(user), registry.stamp(user))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _scan_user(folder: str, stamp: tuple) -> list[registry.ModelEntry]:
+    return registry.scan_user(Path(folder))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -7,6 +7,7 @@ that the manifest does not list are read directly as well.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "CSAE_CHECKPOINTS_DIR"
+USER_ENV_VAR = "CSAE_USER_MODELS_DIR"  # the Train view's models (default <repo>/user_models, git-ignored)
 PAPER_EPOCHS = 120  # the paper's schedule; shorter recipes map their epochs onto it
 TRAIN_COMMANDS = ("python checkpoints/zoo.py train", "python -m csae_core train --dataset mnist --beta 0.02")
 
@@ -40,6 +42,7 @@ class ModelEntry:
     test_accuracy: float | None = None
     recon_mse: float | None = None
     epochs: int | None = None  # the length of the run this checkpoint comes from
+    user: bool = False  # trained from the Train view (user_models/), not shipped
 
     # What the model can do, from its kind's class (csae_core.model.KINDS); an unknown kind can do nothing.
     @property
@@ -57,7 +60,8 @@ class ModelEntry:
     @property
     def label(self) -> str:
         """Short name as in the paper's figures: 'CSAE β=0.02', 'CVAE'."""
-        return KINDS[self.kind].label(self.beta) if self.kind in KINDS else self.kind
+        name = KINDS[self.kind].label(self.beta) if self.kind in KINDS else self.kind
+        return f"your {name}" if self.user else name
 
     @property
     def epoch_label(self) -> str:
@@ -185,7 +189,7 @@ def dataset_rank(name: str) -> tuple:
 
 def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
     """The fully trained DEFAULT_MODEL if listed, else None (a picker then starts at its first option)."""
-    matches = [e for e in entries if (e.dataset, e.kind, e.beta) == DEFAULT_MODEL]
+    matches = [e for e in entries if (e.dataset, e.kind, e.beta) == DEFAULT_MODEL and not e.user]
     return max(matches, key=lambda e: e.epoch) if matches else None
 
 
@@ -197,20 +201,33 @@ def finals(entries: list[ModelEntry], dataset: str | None = None, decoder_only: 
             continue
         if decoder_only and not e.has_decoder:
             continue
-        key = (e.dataset, e.kind, e.beta)
+        key = (e.dataset, e.kind, e.beta, e.user and e.path)  # each user model is a final of its own
         if key not in best or e.epoch > best[key].epoch:
             best[key] = e
-    return [e for e in entries if best.get((e.dataset, e.kind, e.beta)) is e]
+    return [e for e in entries if best.get((e.dataset, e.kind, e.beta, e.user and e.path)) is e]
 
 
 def snapshots(entries: list[ModelEntry], dataset: str, kind: str, beta: float) -> dict[int, ModelEntry]:
     """{paper epoch: entry} of one model's saved epochs (40/80/120 for the Fig. 4 betas)."""
     out = {}
-    for e in entries:
-        if (e.dataset, e.kind, e.beta) == (dataset, kind, beta):
-            out[e.paper_epoch if e.paper_epoch is not None else e.epoch] = e
+    same = [e for e in entries if (e.dataset, e.kind, e.beta) == (dataset, kind, beta)]
+    shipped = [e for e in same if not e.user]  # a user model of a shipped β is not one of its epochs
+    for e in shipped or same[-1:]:  # a user model: one "snapshot", its last epoch
+        out[e.paper_epoch if e.paper_epoch is not None else e.epoch] = e
     return dict(sorted(out.items()))
 
 
 def datasets(entries: list[ModelEntry]) -> list[str]:
     return sorted({e.dataset for e in entries}, key=dataset_rank)
+
+
+def user_models_dir() -> Path:
+    """$CSAE_USER_MODELS_DIR if set, else <repo>/user_models: where the Train view keeps jobs and models."""
+    env = os.environ.get(USER_ENV_VAR, "").strip()
+    return Path(env).expanduser() if env else ROOT / "user_models"
+
+
+def scan_user(folder: Path | None = None) -> list[ModelEntry]:
+    """The models trained from the Train view (`<user folder>/models`), marked as the user's own."""
+    folder = Path(folder) if folder is not None else user_models_dir() / "models"
+    return [dataclasses.replace(e, user=True) for e in scan(folder)]

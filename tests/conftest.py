@@ -164,4 +164,5 @@ def app_env(app_fixture, monkeypatch) -> dict[str, Path]:
     app_fixture["empty"].mkdir(exist_ok=True)
     monkeypatch.setenv("CSAE_CHECKPOINTS_DIR", str(app_fixture["checkpoints"]))
     monkeypatch.setenv("CSAE_DATA_DIR", str(app_fixture["data"]))
+    monkeypatch.setenv("CSAE_USER_MODELS_DIR", str(app_fixture["empty"].parent / "no_user_models"))  # no stray user models
     return app_fixture

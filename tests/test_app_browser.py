@@ -51,8 +51,8 @@ def test_beta_slider_in_a_real_browser(server, page, tmp_path):
     grid = page.locator('[data-testid="stImage"] img').first
     grid.wait_for(state="visible")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle())
-    # Only the eight registered views (app/explorer.py) are in the navigation: no auto-discovered pages/ entries.
-    assert page.locator('[data-testid="stSidebarNavLink"]').count() == 8
+    # Only the nine registered views (app/explorer.py) are in the navigation: no auto-discovered pages/ entries.
+    assert page.locator('[data-testid="stSidebarNavLink"]').count() == 9
     before_src = grid.get_attribute("src")
     before_png = grid.screenshot(path=str(tmp_path / "grid_beta_0.04.png"))
     page.screenshot(path=str(tmp_path / "page_beta_0.04.png"), full_page=True)
