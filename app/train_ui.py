@@ -49,7 +49,7 @@ def settings_form() -> training_plan.Plan | None:
     """The user's choices as a Plan (None while an upload is missing or refused)."""
     c = st.columns(3)
     source = c[0].radio("Dataset", list(DATASETS), format_func=DATASETS.get, key="train_dataset")
-    kind = c[1].selectbox("Model", training_plan.KINDS, format_func=lambda k: registry.KIND_TITLES.get(k, k),
+    kind = c[1].selectbox("Model", training_plan.KINDS, format_func=training_plan.kind_title,
                           key="train_kind")
     beta = c[2].number_input("β (latent noise in training)", 0.0, training_plan.MAX_BETA, 0.02, step=0.01,
                              format="%.3f", key="train_beta", disabled=kind not in ("csae",),
@@ -131,7 +131,7 @@ def curves(hist: list[dict]) -> go.Figure:
 
 def _job_title(job: dict) -> str:
     p = job.get("plan") or {}
-    name = registry.KIND_TITLES.get(p.get("kind"), p.get("kind"))
+    name = training_plan.kind_title(p.get("kind"))
     beta = f" β={p.get('beta', 0):g}" if p.get("kind") == "csae" else ""
     return f"{name}{beta} on {p.get('dataset_title') or p.get('dataset')} · {p.get('recipe')} recipe · latent {p.get('latent_dim')}"
 

@@ -68,7 +68,9 @@ def _draw_strip(run: Path, inputs, done: set) -> None:
 def _watch(child: subprocess.Popen, job: dict, run: Path) -> None:
     """Wait for the trainer, drawing each new epoch's strip (a failure here never stops the training)."""
     inputs, done, seen = None, set(), None
-    has_decoder = job["plan"]["kind"] in ("csae", "cvae")
+    from csae_core.model import KINDS
+
+    has_decoder = KINDS[job["plan"]["kind"]].has_decoder
     while True:
         finished = child.poll() is not None
         stamp = None
