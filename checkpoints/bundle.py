@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 MAX_PARTS = 8  # what a lent machine may return: 8 files of <= 16 MiB
 PACK_MEMBER = "zoo-pack.json"  # in every part: which pack it belongs to, so parts of two packs never mix
 LOANS = "results/loans"  # each loan's throughput and outcome, brought back with its parts
-MAX_MEMBER_BYTES, MAX_UNPACK_BYTES = 256 * 2**20, 2 * 2**30
+MAX_MEMBER_BYTES, MAX_UNPACK_BYTES = 64 * 2**20, 512 * 2**20
 # Where an unpacked member may land: nothing else (no code, no dot-files, no manifest) is ever written.
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
 ALLOWED = re.compile(rf"(checkpoints/{_NAME}/{_NAME}\.(json|safetensors)|results/eval/{_NAME}/{_NAME}\.json"
@@ -459,7 +459,8 @@ def _step_seconds(kind: str, settings: dict, device, mode: str, steps: int) -> t
 
 def throughput(zoo, device: str, compile: str, loan: Path) -> dict:
     """Images/s per model kind of the bundle's recipe (printed, and kept in the loan report), the estimated
-    time of each model, and the compile mode training will use ("auto": the faster for CSAE, on CUDA)."""
+    time of each model, and the compile mode per kind training will use ("auto": on CUDA, eager or CUDA graphs
+    for the first kind (CSAE), whichever is faster; eager for the others)."""
     import torch
 
     info = json.loads((zoo.ROOT / "BUNDLE.json").read_text())
@@ -488,11 +489,11 @@ def throughput(zoo, device: str, compile: str, loan: Path) -> dict:
             print(f"throughput {kind:13s} {mode:9s} {settings['batch_size'] / sec:10.0f} images/s  "
                   f"step {sec * 1e3:7.1f} ms  GPU busy {'-' if busy is None else f'{busy:.0%}'}  "
                   f"~{est:.0f} s per model (optimizer steps only)", flush=True)
-    first = figures.get(kinds[0], {})
-    choice = compile if compile != "auto" else (min(first, key=lambda m: first[m]["step_s"]) if first else "none")
+    # auto: the faster of what was measured per kind (eager for kinds measured eagerly only)
+    choice = {k: compile if compile != "auto" else min(f, key=lambda m: f[m]["step_s"]) for k, f in figures.items()}
     report.update(throughput=figures, compile=choice)
     _write_json(loan, report)
-    print(f"training will use compile={choice}")
+    print(f"training will use compile modes {choice}")
     return report
 
 
@@ -501,50 +502,65 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())
 
 
+def _train_job(job: tuple, kw: dict) -> str:
+    """One model (in a worker process too). A failure with a compile mode is retried eagerly (it resumes from
+    the last saved epoch); any other failure is reported, so one model does not end the loan."""
+    import zoo
+
+    tag = f"{job[0]}/{zoo.name_of(*job[1:])}"
+    try:
+        return zoo.train_one(*job, **kw)
+    except Exception as e:
+        if kw.get("compile", "none") == "none":
+            return f"{tag}: FAILED: {type(e).__name__}: {e}"
+        print(f"{tag}: failed with compile={kw['compile']} ({type(e).__name__}: {e}); again without", flush=True)
+    try:
+        return zoo.train_one(*job, **{**kw, "compile": "none"})
+    except Exception as e:
+        return f"{tag}: FAILED: {type(e).__name__}: {e}"
+
+
 def train_until(zoo, stop_at: float, device: str, jobs: int, compile: str, loan: Path) -> list[str]:
     """The bundle's jobs in the zoo's order. No model or epoch starts after `stop_at` (a running model stops
     after its epoch, its resume state kept), except that each loan's first `jobs` models always start."""
-    info = json.loads((zoo.ROOT / "BUNDLE.json").read_text())
-    report = zoo._json(loan) or {}
-    if compile == "auto":
-        compile = report.get("compile", "none")
-    kw = dict(recipe=info["recipe"], device=device, root=str(zoo.ROOT), stop_at=stop_at, compile=compile)
-    todo, results = [tuple(j) for j in info["jobs"]], []
-
-    def done(line: str) -> None:
-        print(line, flush=True)
-        results.append(line)
-        _write_json(loan, {**report, "compile": compile, "results": results, "ended": time.time()})
-
-    if jobs <= 1:
-        for i, job in enumerate(todo):
-            if i and time.time() >= stop_at:
-                break
-            try:
-                done(zoo.train_one(*job, **kw))
-            except Exception as e:  # one model's failure (a divergence) does not end the loan
-                done(f"{job[0]}/{zoo.name_of(*job[1:])}: FAILED: {e}")
-        return results
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    kw["threads"] = max(1, (os.cpu_count() or 1) // jobs)
-    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        queue, running = list(todo), {}
+    info = json.loads((zoo.ROOT / "BUNDLE.json").read_text())
+    report = zoo._json(loan) or {}
+    modes = report.get("compile") if compile == "auto" else None  # per kind, from the throughput step
+    kw = dict(recipe=info["recipe"], device=device, root=str(zoo.ROOT), stop_at=stop_at,
+              threads=max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
+    mode_of = lambda job: (modes or {}).get(job[1], "none") if compile == "auto" else compile
+    results: list[str] = []
+    # Sequentially in this process, or in `jobs` processes that share the GPU (their launches overlap).
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) if jobs > 1 else None
+    queue, running = [tuple(j) for j in info["jobs"]], {}
+    try:
         while queue or running:
             while queue and len(running) < jobs and (len(running) + len(results) < jobs or time.time() < stop_at):
                 job = queue.pop(0)
-                running[pool.submit(zoo.train_one, *job, **kw)] = job
+                args = (job, {**kw, "compile": mode_of(job)})
+                running[pool.submit(_train_job, *args) if pool else _done_now(_train_job(*args))] = job
             if not running:
                 break
-            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                job = running.pop(fut)
-                try:
-                    done(fut.result())
-                except Exception as e:
-                    done(f"{job[0]}/{zoo.name_of(*job[1:])}: FAILED: {e}")
+            for fut in cf.wait(running, return_when=cf.FIRST_COMPLETED)[0]:
+                running.pop(fut)
+                results.append(fut.result())
+                print(results[-1], flush=True)
+                _write_json(loan, {**report, "results": results, "ended": time.time()})
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return results
+
+
+def _done_now(value) -> "cf.Future":
+    import concurrent.futures as cf
+
+    fut = cf.Future()
+    fut.set_result(value)
+    return fut
 
 
 def main(argv=None) -> None:

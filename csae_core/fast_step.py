@@ -40,4 +40,9 @@ def fast_net(net: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.
     if mode == "none":
         return net
     check_mode(mode)
+    if mode == "compile":
+        import torch._inductor.config as inductor_config
+        # Inductor's own RNG would draw other noise than eager (CSAE's z*, the CVAE's sample) from the same
+        # seed: a resumed or compared run would not repeat. Eager's random ops keep it exact.
+        inductor_config.fallback_random = True
     return torch.compile(net, dynamic=False, **compile_kwargs(mode, torch.device(device).type))
