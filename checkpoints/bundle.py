@@ -220,7 +220,7 @@ def read_parts(parts: list[Path]) -> dict[str, bytes]:
                         raise _error(f"{part.name}: the parts hold over {MAX_UNPACK_BYTES:,} bytes; nothing unpacked.")
                     data = tar.extractfile(m).read()
                     if m.name == PACK_MEMBER:
-                        packs[part.name] = str(json.loads(data).get("pack"))
+                        packs[str(part)] = str(json.loads(data).get("pack"))
                     else:
                         files[m.name] = data
         except (tarfile.TarError, OSError, EOFError, ValueError) as e:

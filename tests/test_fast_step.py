@@ -29,8 +29,8 @@ def _same_training(tmp_path, mode: str, kind: str) -> None:
         for k in a:
             if k.endswith("loss"):
                 assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), (k, a["epoch"])
-    for k in w0:
-        assert torch.allclose(w0[k], w1[k], rtol=1e-3, atol=1e-5), k
+    for k in w0:  # weights and batch-norm statistics; float noise only (other sum orders, decomposed BN backward)
+        assert (w0[k].float() - w1[k].float()).abs().max() <= 1e-4, k
 
 
 @pytest.mark.parametrize("kind", ["csae", "cvae"])
