@@ -167,6 +167,11 @@ def pack_parts(units: list[list[Path]], root: Path, out: Path, part_bytes: int,
     earlier pack in `out` are then removed, and each part names its pack, so `unpack` never mixes two."""
     from csae_core.checkpoint import atomic_write_bytes, writable_dir
 
+    if not 1 <= max_parts <= 10_000:
+        raise _error(f"--max-parts must be at least 1, got {max_parts}")
+    if not units:
+        raise _error("nothing to pack (no finished checkpoint with its evaluation, no resume state); the parts "
+                     "already in the folder are left as they are.")
     out = writable_dir(out)
     root = Path(root).resolve()
     groups, left = _group(units, part_bytes, max_parts)
@@ -345,6 +350,8 @@ def _copy_states(zoo, dest: Path, recipe: str, todo, room: int) -> list[str]:
 def make_bundle(zoo, out: Path, recipe: str, wheels: Path | None = None, budget_mib: float = 60,
                 datasets=None, only=None, force: bool = False) -> Path:
     """The self-contained folder `out` (see the module doc); refused if it would exceed `budget_mib`."""
+    if not 0 < budget_mib < 2**20:  # NaN too
+        raise _error(f"--budget-mib must be a positive number of MiB, got {budget_mib}")
     out = Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise _error(f"{out} already exists and is not an empty folder. Fix: remove it or pick another --out.")
