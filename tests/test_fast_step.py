@@ -23,14 +23,18 @@ def _run(tmp_path, mode: str, kind: str):
     return hist, load_file(out / json.loads((out / "last.json").read_text())["weights"])
 
 
-def _same_training(tmp_path, mode: str, kind: str, rel: float = 1e-4, atol: float = 1e-4) -> None:
+def _same_training(tmp_path, mode: str, kind: str, rel: float = 1e-4, atol: float = 1e-4, drift: float = 0.0) -> None:
     (eager, w0), (fast, w1) = _run(tmp_path, "none", kind), _run(tmp_path, mode, kind)
     for a, b in zip(eager, fast):  # 3 steps per epoch, 2 epochs
         for k in a:
             if k.endswith("loss"):
                 assert b[k] == pytest.approx(a[k], rel=rel, abs=1e-6), (k, a["epoch"])
     for k in w0:  # weights and batch-norm statistics; float noise only (other sum orders, decomposed BN backward)
-        assert (w0[k].float() - w1[k].float()).abs().max() <= atol, k
+        a, b = w0[k].float(), w1[k].float()
+        if drift:  # relative to the tensor's scale (at least 1: activations' statistics near 0)
+            assert (a - b).norm() <= drift * max(float(a.norm()), 1.0), k
+        else:
+            assert (a - b).abs().max() <= atol, k
 
 
 @pytest.mark.parametrize("kind", ["csae", "cvae"])
@@ -41,8 +45,9 @@ def test_captured_graph_trains_like_the_eager_step(tmp_path, kind):
 @pytest.mark.slow  # TorchInductor compiles C++ for the forward and backward: a minute or more on 2 cores
 def test_inductor_trains_like_the_eager_step(tmp_path):
     # Inductor's fused C++ kernels sum in another order; over 6 SGD steps at batch 16 the epoch-mean loss drifts
-    # by ~0.1% (measured: 5.3423 vs 5.3361 in epoch 2), so the tolerance is wider than for the captured graph.
-    _same_training(tmp_path, "compile", "csae", rel=3e-3, atol=2e-3)
+    # by ~0.1% (measured: 5.3423 vs 5.3361 in epoch 2), and weights and batch-norm statistics by up to ~0.5% of
+    # their scale, so the tolerance is wider than for the captured graph (what `run.sh --compile auto` may pick).
+    _same_training(tmp_path, "compile", "csae", rel=3e-3, drift=2e-2)
 
 
 def test_unknown_mode_is_one_clear_error():
