@@ -4,7 +4,9 @@
     python checkpoints/zoo.py train --recipe paper --jobs 4     # on a GPU (see README: "The paper recipe on a GPU")
     python checkpoints/zoo.py manifest                          # checkpoints/manifest.json
     python checkpoints/zoo.py table                             # results/table3.md + .csv
-    python checkpoints/zoo.py pack --out DIR                    # new checkpoints as <= 16 MiB tar.gz parts
+    python checkpoints/zoo.py pack --out DIR [--runs]           # new checkpoints as <= 16 MiB tar.gz parts
+    python checkpoints/zoo.py bundle --out DIR --recipe paper --wheels DIR   # for an offline GPU (bundle.py)
+    python checkpoints/zoo.py unpack PART...                    # parts back into checkpoints/, results/, runs/
 
 `train` runs each model in runs/zoo/<recipe>/<dataset>/<name>/ (resumed after a cut: every epoch is
 checkpointed), exports fp16 weights to checkpoints/<dataset>/<name>.{safetensors,json} and evaluates them on
@@ -18,10 +20,10 @@ import argparse
 import concurrent.futures as cf
 import functools
 import hashlib
-import io
 import json
 import math
-import tarfile
+import sys
+import time
 from pathlib import Path
 
 # Which kinds, β, datasets and paper figures: the registries, never spelled here.
@@ -130,9 +132,27 @@ def settings_for(recipe: str, model: str) -> dict:
     return {**r["train"], **own, **(r["own"] if own else {})}
 
 
+class DeadlineStop(Exception):
+    """Raised after an epoch's save when the next epoch would end past the deadline (`stop_at`)."""
+
+
+def _epoch_log(tag: str, stop_at: float, epochs: int):
+    last = [time.time()]
+
+    def log(rec: dict) -> None:
+        print(f"{tag} " + json.dumps(rec), flush=True)
+        now, took = time.time(), time.time() - last[0]
+        last[0] = now
+        if stop_at and "event" not in rec and rec.get("epoch", epochs) < epochs and now + took > stop_at:
+            raise DeadlineStop(rec["epoch"])  # the epoch's checkpoint and resume state are saved already
+    return log
+
+
 def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: str = "auto",
-              data_dir: str | None = None, threads: int = 0, root: str | None = None) -> str:
-    """Train (or resume), export fp16 and evaluate one zoo model; returns a one-line summary."""
+              data_dir: str | None = None, threads: int = 0, root: str | None = None, stop_at: float = 0.0,
+              compile: str = "none") -> str:
+    """Train (or resume), export fp16 and evaluate one zoo model; returns a one-line summary. With `stop_at`
+    (UNIX time) no epoch starts that would end after it: the run stops, resumable, without an export."""
     import torch
 
     if root:  # a worker process starts with the module's defaults
@@ -150,11 +170,14 @@ def train_one(ds: str, model: str, beta: float, seed: int, recipe: str, device: 
     settings = settings_for(recipe, model)
     snaps = tuple(r["snapshots"]) if (ds == DATASETS[0] and beta in KINDS[model].snapshot_betas and not seed) else ()
     cfg = TrainConfig(dataset=ds, data_dir=data_dir, out=str(run_dir), seed=seed, device=device, recipe=recipe,
-                      snapshots=snaps, **settings)
+                      snapshots=snaps, compile=compile, **settings)
     done = _json(run_dir / "last.json")
     if not (done and done.get("epoch", 0) >= cfg.epochs):
-        train(cfg, ModelConfig(kind=model, beta=beta), resume=(run_dir / "train_state.safetensors").exists(),
-              progress=False, log=lambda rec: print(f"{ds}/{name} " + json.dumps(rec), flush=True))
+        try:
+            train(cfg, ModelConfig(kind=model, beta=beta), resume=(run_dir / "train_state.safetensors").exists(),
+                  progress=False, log=_epoch_log(f"{ds}/{name}", stop_at, cfg.epochs))
+        except DeadlineStop as e:
+            return f"{ds}/{name}: stopped for the deadline after epoch {e}/{cfg.epochs} (resume state kept)"
     limit = r.get("eval_images", 0)  # 0: the full test set (every real recipe)
     for s in snaps:
         export_and_evaluate(run_dir / f"epoch{s:03d}", CKPT / ds / f"{name}-epoch{s:03d}", data_dir, limit)
@@ -382,29 +405,55 @@ def _fp16_section() -> list[str]:
             f"{e32['recon_mse']:.5f} vs {ev['recon_mse']:.5f}."]
 
 
+def _bundle_module():
+    """checkpoints/bundle.py: the offline-GPU bundle and the one packing path (pack, run.sh, unpack)."""
+    import importlib.util
+    import sys
+
+    if "zoo_bundle" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("zoo_bundle", Path(__file__).with_name("bundle.py"))
+        sys.modules["zoo_bundle"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["zoo_bundle"])
+    return sys.modules["zoo_bundle"]
+
+
+def _this():
+    """This module (as bundle.py's `zoo`), also when loaded from its path without a sys.modules entry."""
+    import types
+
+    return sys.modules.get(__name__) or types.SimpleNamespace(**globals())
+
+
+def _one_line_errors(cmd):
+    """A CSAEError ends the command with one line and exit status 2 (the CLI's contract)."""
+    @functools.wraps(cmd)
+    def run(a):
+        from csae_core.errors import CSAEError
+        try:
+            cmd(a)
+        except CSAEError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return run
+
+
+@_one_line_errors
 def cmd_pack(a) -> None:
-    """Checkpoints and evaluations newer than --since (default: all) as tar.gz parts of <= 16 MiB each."""
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in [*CKPT.glob("*/*.json"), *CKPT.glob("*/*.safetensors"), *EVAL.glob("*/*.json")]
-                   if p.stat().st_mtime >= a.since)
-    parts, part, size = [], [], 0
-    for p in files:
-        n = p.stat().st_size
-        if part and size + n > PART_BYTES * 0.95:  # fp16 weights barely compress: pack by raw size
-            parts.append(part)
-            part, size = [], 0
-        part.append(p)
-        size += n
-    if part:
-        parts.append(part)
-    for i, group in enumerate(parts):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            for p in group:
-                tar.add(p, arcname=str(p.relative_to(ROOT)))
-        (out / f"zoo-part{i}.tar.gz").write_bytes(buf.getvalue())
-        print(f"zoo-part{i}.tar.gz: {len(group)} files, {len(buf.getvalue()) / 2**20:.1f} MiB")
+    """Finished checkpoints + their evaluations newer than --since (default: all), and with --runs the resume
+    states of unfinished runs, as <= 16 MiB tar.gz parts; the folder's older parts are replaced."""
+    b = _bundle_module()
+    b.pack_parts(b.pack_units(_this(), a.since, a.runs), ROOT, Path(a.out), PART_BYTES, a.max_parts)
+
+
+@_one_line_errors
+def cmd_unpack(a) -> None:
+    _bundle_module().unpack_parts(_this(), a.parts)
+
+
+@_one_line_errors
+def cmd_bundle(a) -> None:
+    _bundle_module().make_bundle(_this(), a.out, a.recipe, a.wheels, a.budget_mib, a.datasets,
+                                 a.only, a.force)
 
 
 def main(argv=None) -> None:
@@ -428,8 +477,22 @@ def main(argv=None) -> None:
     k = sub.add_parser("pack", help="bundle checkpoints + evaluations into <= 16 MiB tar.gz parts")
     k.add_argument("--out", required=True)
     k.add_argument("--since", type=float, default=0.0, help="only files modified after this UNIX time")
+    k.add_argument("--runs", action="store_true", help="also the resume states of unfinished runs in runs/zoo/")
+    k.add_argument("--max-parts", type=int, default=8, help="what does not fit is left out, named (default 8)")
     k.set_defaults(func=cmd_pack)
-    for s_ in (t, m, k):
+    u = sub.add_parser("unpack", help="check parts, then place their models, evaluations and resume states")
+    u.add_argument("parts", nargs="+", type=Path)
+    u.set_defaults(func=cmd_unpack)
+    bd = sub.add_parser("bundle", help="a self-contained folder that trains the zoo on an offline GPU (run.sh)")
+    bd.add_argument("--out", type=Path, required=True)
+    bd.add_argument("--recipe", choices=list(RECIPES), default="paper")
+    bd.add_argument("--wheels", type=Path, default=None, help="folder of cp312 wheels (default: pip download)")
+    bd.add_argument("--budget-mib", type=float, default=60.0, help="refuse a bundle over this size (default 60)")
+    bd.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    bd.add_argument("--only", nargs="+", metavar="DATASET/NAME")
+    bd.add_argument("--force", action="store_true", help="also models already shipped with this recipe")
+    bd.set_defaults(func=cmd_bundle)
+    for s_ in (t, m, k, u, bd):
         s_.add_argument("--root", type=Path, default=None, help="where checkpoints/, results/, runs/ are (default: repo)")
     tbl = sub.choices["table"]
     tbl.add_argument("--root", type=Path, default=None)

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from .checkpoint import (atomic_write_bytes, clean_stale_tmp, load_tensors, save_checkpoint, save_tensors,
                          writable_dir)
 from .errors import CSAEError
+from .fast_step import check_mode as check_compile_mode, fast_net
 from .evaluate import decoder_collapsed, encode, evaluate_model, latent_stats
 from .model import ModelConfig, build_model
 from .pedcc import generate_pedcc, pedcc_metrics
@@ -62,6 +63,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     recipe: str = "paper"  # label stored in the checkpoint: "paper" or e.g. "cpu-short"
     image_size: int = 0  # 0: 32 for the IDX datasets, 128 for image folders
+    compile: str = "none"  # none | compile | cudagraph: fewer kernel launches per step (csae_core/fast_step.py)
 
     def __post_init__(self):
         self.snapshots = tuple(int(s) for s in self.snapshots)
@@ -79,6 +81,7 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise CSAEError(f"device must be auto, cpu or cuda, got {self.device!r}")
         _check_settings(self)
+        check_compile_mode(self.compile)
 
 
 # (field, lowest, highest) of the numeric settings; NaN fails every range. A negative grad clip or
@@ -338,6 +341,7 @@ def _build(cfg: TrainConfig, mcfg: ModelConfig, centroids, state: dict | None, d
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = fast_net(net, cfg.compile, device)  # opt-in: torch.compile / CUDA graphs of the forward and backward
     return model, net, opt
 
 
