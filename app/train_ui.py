@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from csae_core.errors import CSAEError
 
-from . import loaders, registry, training_jobs, training_plan, uploads
+from . import loaders, training_jobs, training_plan, uploads
 
 REFRESH_S = 5  # the job panel's refresh while a job runs (the issue asks for at most 10 s)
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "upload": "Your images (a zip)"}

@@ -471,14 +471,13 @@ def throughput(zoo, device: str, compile: str, loan: Path) -> dict:
     import torch
 
     info = json.loads((zoo.ROOT / "BUNDLE.json").read_text())
-    r = zoo.RECIPES[info["recipe"]]
     dev = torch.device("cuda" if device == "cuda" else "cpu")
     kinds = list(dict.fromkeys(j[1] for j in info["jobs"]))
     steps = 20 if dev.type == "cuda" else 2
     figures, report = {}, {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                            "torch": torch.__version__, "recipe": info["recipe"], "started": time.time()}
     for kind in kinds:
-        settings = {**r["train"], **(r["cvae"] if kind == "cvae" else {}), "device": dev.type}
+        settings = {**zoo.settings_for(info["recipe"], kind), "device": dev.type}
         modes = [compile] if compile != "auto" else ["none"] + (["cudagraph"] if dev.type == "cuda"
                                                                 and kind == kinds[0] else [])
         for mode in modes:
