@@ -12,9 +12,11 @@ import dataclasses
 import inspect
 import io
 import json
+import os
 import re
 import sys
 import time
+import traceback
 import types
 import typing
 from pathlib import Path
@@ -188,18 +190,38 @@ def _test_split(ckpt, data_dir, limit):
     return (x[:limit], y[:limit]) if limit else (x, y)
 
 
+def _dumps(record) -> str:
+    """JSON with NaN/inf as null: a diverged model's infinite outputs must not print non-standard `Infinity`."""
+    def clean(v):
+        if isinstance(v, float):
+            return v if v == v and abs(v) != float("inf") else None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(record), allow_nan=False)
+
+
+def _check_limit(limit: int) -> None:
+    if not 0 <= limit <= 10**9:
+        raise CSAEError(f"--limit must be 0 (all images) or a positive count, got {limit}")
+
+
 def cmd_evaluate(a) -> None:
     from .checkpoint import load_checkpoint
+
+    _check_limit(a.limit)
+    ckpt = load_checkpoint(a.checkpoint)  # an oversized config is refused here, before torch is imported
     from .evaluate import decoder_collapsed, evaluate_model
 
-    ckpt = load_checkpoint(a.checkpoint)
     x, y = _test_split(ckpt, a.data_dir, a.limit)
     t0 = time.perf_counter()
     m = evaluate_model(ckpt.model, x, y, class_names=ckpt.class_names)
     m.update(checkpoint=str(ckpt.path) + ".json", dataset=ckpt.meta.get("dataset"), model=ckpt.config.kind,
              beta=ckpt.config.beta, epoch=ckpt.meta.get("epoch"), seconds=round(time.perf_counter() - t0, 2))
     if a.json:
-        print(json.dumps(m))
+        print(_dumps(m))
         return
     print(f"{m['model']} beta={m['beta']:g} epoch {m['epoch']} on {m['dataset']}: {m['test_images']} test images")
     print(f"accuracy {m['accuracy'] * 100:.2f}%")
@@ -265,7 +287,15 @@ def cmd_export(a) -> None:
     print(f"wrote {stem}.safetensors and {stem}.json")
 
 
+MAX_THREADS = 1024  # torch aborts (a segfault) asked for 100,000 threads
+
+
 def cmd_openset(a) -> None:
+    import os
+
+    if not 0 <= a.threads <= MAX_THREADS:
+        raise CSAEError(f"--threads must be 0 (automatic) or 1..{MAX_THREADS}, got {a.threads}")
+    _check_limit(a.limit)
     import torch
 
     from . import openset
@@ -274,8 +304,6 @@ def cmd_openset(a) -> None:
     t0 = time.perf_counter()
     # On a machine already busy, OpenMP threads mostly wait for each other: one thread scored 3,000 images
     # in 14.5 s where two took 25 s (2 cores, load average 8). Auto: one thread when the load is >= the cores.
-    import os
-
     threads = a.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -295,11 +323,13 @@ def cmd_openset(a) -> None:
     record = {**res.metrics(names[0]), "checkpoint": str(ckpt.path) + ".json", "dataset": known_name,
               "unknown": a.unknown, "model": ckpt.config.kind, "beta": ckpt.config.beta,
               "scores": {n: res.metrics(n) for n in names},
+              # A subset with no image (a set of only i/l letters has nothing left without them) is left out.
               "subsets": {sub: {n: res.metrics(n, mask) for n in names}
-                          for sub, mask in openset.unknown_subsets(a.unknown, res.unknown_labels).items()},
+                          for sub, mask in openset.unknown_subsets(a.unknown, res.unknown_labels).items()
+                          if mask.any()},
               "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t0, 2)}
     if a.json:
-        print(json.dumps(record))
+        print(_dumps(record))
         return
     print(f"{record['model']} beta={record['beta']:g} ({known_name}) against {a.unknown}: {record['known_images']} "
           f"known test, {record['unknown_images']} unknown images; threshold from {record['validation_images']} "
@@ -382,11 +412,14 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+DEBUG_VAR = "CSAE_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
     command = next((x for x in argv if not x.startswith("-")), None)
-    args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
     try:
+        args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
         args.func(args)
     except CSAEError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -394,4 +427,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise  # argparse's usage errors (exit 2) and --help (exit 0)
+    except BaseException as e:  # noqa: BLE001 - a bug or an unforeseen input: one line, never a traceback
+        if os.environ.get(DEBUG_VAR, "").strip() not in ("", "0"):
+            traceback.print_exc()
+        text = " ".join(str(e).split())[:300]
+        print(f"error: unexpected {type(e).__name__}{': ' + text if text else ''}. This is a bug in csae_core "
+              f"or an input it does not yet check; run with {DEBUG_VAR}=1 to see where.", file=sys.stderr)
+        return 2
     return 0
