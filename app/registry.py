@@ -123,6 +123,12 @@ def is_paper_run(recipe: str | None, train: dict | None) -> bool:
     return recipe == "paper" and train.get("epochs") == PAPER_EPOCHS and not train.get("epoch_images")
 
 
+def recipe_label(recipe: str | None, train: dict | None) -> str | None:
+    """The recipe to show: an old checkpoint's default "paper" label on a run that is not the paper's reads
+    "custom" (the default label since)."""
+    return "custom" if recipe == "paper" and not is_paper_run(recipe, train) else recipe
+
+
 def _paper_epoch(epoch: int, train: dict | None, recipe: str | None = "paper") -> int | None:
     """The epoch on the paper's 120-epoch scale, only for runs of the paper's recipe: a 12-epoch CPU run's
     epoch 4 is not the paper's epoch 40, and labelling it so would overstate its training."""
@@ -165,7 +171,7 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
                 dataset=str(row["dataset"]), kind=str(row["model"]), beta=float(row.get("beta", 0.0)),
                 epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch") if is_paper_run(
                     row.get("recipe"), {"epochs": row.get("epochs")}) else None,
-                path=str(path), recipe=row.get("recipe"), test_accuracy=row.get("test_accuracy"),
+                path=str(path), recipe=recipe_label(row.get("recipe"), {"epochs": row.get("epochs")}), test_accuracy=row.get("test_accuracy"),
                 recon_mse=row.get("recon_mse"), epochs=row.get("epochs")))
         except (KeyError, TypeError, ValueError):
             continue  # a malformed row hides one model, not the whole zoo
@@ -185,7 +191,7 @@ def _from_json(path: Path) -> ModelEntry | None:
         return ModelEntry(
             dataset=str(meta["dataset"]), kind=str(model["kind"]), beta=float(model.get("beta", 0.0)),
             epoch=epoch, paper_epoch=_paper_epoch(epoch, meta.get("train"), meta.get("recipe")),
-            path=str(path.resolve()), recipe=meta.get("recipe"),
+            path=str(path.resolve()), recipe=recipe_label(meta.get("recipe"), meta.get("train")),
             test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"),
             epochs=(meta.get("train") or {}).get("epochs"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):

@@ -340,9 +340,16 @@ def cmd_openset(a) -> None:
                   f"  threshold {m['threshold_at_95_tpr']:.4g} (keeps {m['known_accepted']:.3f} of known test)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the problem and where the usage is), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}. See: {self.prog} --help\n")
+
+
 def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     """The CLI. train_flags=False leaves the train command's generated flags out (they import torch)."""
-    p = argparse.ArgumentParser(prog="python -m csae_core", description="CSAE with PEDCC: the paper as a library.")
+    p = OneLineParser(prog="python -m csae_core", description="CSAE with PEDCC: the paper as a library.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("pedcc", help="generate predefined evenly-distributed class centroids")

@@ -29,8 +29,8 @@ def _int(d: dict, name: str, default) -> int:
 def _in_range(name: str, v: int, key: str | None = None) -> None:
     lo, hi = MODEL_LIMITS[key or name]
     if not lo <= v <= hi:
-        raise CSAEError(f"model config field {name} must be in {lo}..{hi}, got {v}. Fix: use a smaller value "
-                        f"(the paper: latent_dim 40, widths 32 64 128 128, image_size 32).")
+        raise CSAEError(f"model config field {name} must be in {lo}..{hi}, got {v}. Fix: choose a value in that "
+                        f"range (the paper: latent_dim 40, widths 32 64 128 128, image_size 32).")
 
 
 def estimated_parameters(in_channels: int, image_size: int, widths: tuple, latent_dim: int, num_classes: int) -> int:
