@@ -171,7 +171,8 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
                 dataset=str(row["dataset"]), kind=str(row["model"]), beta=float(row.get("beta", 0.0)),
                 epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch") if is_paper_run(
                     row.get("recipe"), {"epochs": row.get("epochs")}) else None,
-                path=str(path), recipe=recipe_label(row.get("recipe"), {"epochs": row.get("epochs")}), test_accuracy=row.get("test_accuracy"),
+                path=str(path), recipe=recipe_label(row.get("recipe"), {"epochs": row.get("epochs")}),
+                test_accuracy=row.get("test_accuracy"),
                 recon_mse=row.get("recon_mse"), epochs=row.get("epochs")))
         except (KeyError, TypeError, ValueError):
             continue  # a malformed row hides one model, not the whole zoo

@@ -124,7 +124,7 @@ def _copy_body(resp, out, hashes: dict, done: int, cap: int, deadline: float,
             window_start, window_bytes = now, 0
 
 
-def _fetch(url: str, dest: Path, progress: Progress | None, cap: int = 64 * 2**20) -> dict[str, str]:
+def _fetch(url: str, dest: Path, progress: Progress | None, cap: int) -> dict[str, str]:
     """Stream `url` into `dest` (created/truncated); returns its {"md5", "sha256"} hex digests.
 
     A connection cut part-way is retried up to RETRIES times, asking for the rest with a Range
@@ -289,7 +289,7 @@ def _no_network_fix(spec: DatasetSpec, folder: Path) -> str:
 
 def _fetch_verified(urls: tuple[str, ...], filename: str, folder: Path, spec: DatasetSpec,
                     expected: tuple[str, str] | None, progress: Progress | None,
-                    validate: Callable[[Path], None] | None = None, cap: int = MAX_IDX_BYTES) -> Path:
+                    validate: Callable[[Path], None] | None = None, cap: int | None = None) -> Path:
     """Fetch the first URL that answers into ``folder/filename``: temp file, verify, os.replace.
 
     ``expected`` is ("md5" | "sha256", hex digest); None means structure-checked only (``validate``).
@@ -301,7 +301,7 @@ def _fetch_verified(urls: tuple[str, ...], filename: str, folder: Path, spec: Da
         errors = []
         for url in urls:
             try:
-                got = _fetch(url, tmp, progress, cap)
+                got = _fetch(url, tmp, progress, MAX_IDX_BYTES if cap is None else cap)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
                 continue

@@ -215,11 +215,12 @@ def openset_metrics(known: np.ndarray, unknown: np.ndarray, threshold: float) ->
         raise CSAEError(f"need known and unknown images, got {known.size} and {unknown.size}")
     is_unknown = np.r_[np.zeros(known.size), np.ones(unknown.size)]
     scores = np.r_[known, unknown]
+    threshold = float(finite_scores(np.array([threshold]))[0])
     return {
         "auroc": float(roc_auc_score(is_unknown, scores)),
         "aupr": float(average_precision_score(is_unknown, scores)),
         "fpr_at_95_tpr": float((unknown <= threshold).mean()),
-        "threshold_at_95_tpr": float(threshold),
+        "threshold_at_95_tpr": threshold,
         "known_accepted": float((known <= threshold).mean()),
     }
 
