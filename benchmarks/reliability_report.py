@@ -46,9 +46,7 @@ s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H); print(s.server_address
 
 def round2_probes() -> list[dict]:
     """Issue 16's two measured targets: a mirror trickling 1 byte / 5 s is given up (seconds, exit code), and a
-    checkpoint JSON asking for latent_dim 100000 is refused at a small peak memory (/usr/bin/time-free:
-    the child's own ru_maxrss)."""
-    import resource
+    checkpoint JSON asking for latent_dim 100000 is refused at a small peak memory (the child's VmHWM)."""
     import shutil
     import time
 
@@ -73,15 +71,16 @@ def round2_probes() -> list[dict]:
         meta["model"]["latent_dim"] = 100_000
         shutil.copy(src.parent / meta["weights"], Path(d) / meta["weights"])
         (Path(d) / "cvae.json").write_text(json.dumps(meta))
-        code = ("import resource, sys\nfrom csae_core import cli\nrc = cli.main(['evaluate', sys.argv[1]])\n"
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); sys.exit(rc)")
+        # VmHWM: the child's own peak (ru_maxrss keeps the forking parent's across exec)
+        code = ("import re, sys\nfrom csae_core import cli\nrc = cli.main(['evaluate', sys.argv[1]])\n"
+                "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+                "print(hwm // 1024, file=sys.stderr); sys.exit(rc)")
         r = subprocess.run([sys.executable, "-c", code, str(Path(d) / "cvae.json")], env=env, capture_output=True,
                            text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
         rows.append({"probe": "`evaluate` of a CVAE JSON with latent_dim 100000 (366 KB)",
                      "result": f"exit {r.returncode}, peak {lines[-1] if lines else '?'} MB (target: <= 200 MB)",
                      "message": (lines[-2] if len(lines) > 1 else "")[:160]})
-    del resource
     return rows
 
 

@@ -308,7 +308,10 @@ def table_rows(manifest: list[dict]):
     """One row per (dataset, model, beta): accuracy over the seeds shipped (final epochs only)."""
     import pandas as pd
 
-    df = pd.DataFrame([r for r in manifest if r["epoch"] == r["epochs"]])
+    finals = [r for r in manifest if r["epoch"] == r["epochs"]]
+    # No final row yet (an empty manifest): an empty frame with the columns read below, so every cell is "—".
+    df = pd.DataFrame(finals) if finals else pd.DataFrame(
+        columns=["dataset", "model", "beta", "test_accuracy", "recon_mse", "psnr", "image_steps", "recipe"])
     rows = []
     for model, beta in ROWS:
         for i, ds in enumerate(DATASETS):

@@ -52,6 +52,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(21, "it is a directory")
+        if path.exists() and not path.is_file():  # a device or pipe: the rename would replace /dev/zero itself
+            raise FileExistsError(17, "it is a device or pipe, not a regular file")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a new file normally gets 0666 minus the umask
     except OSError as e:
@@ -216,6 +218,8 @@ def save_checkpoint(stem: str | Path, model: torch.nn.Module, meta: dict, half: 
     from safetensors.torch import save as st_save
 
     stem = Path(stem)
+    if stem.exists() and not stem.is_file() and not stem.is_dir():  # `export --out /dev/zero`
+        raise CSAEError(f"cannot write a checkpoint at {stem}: it is a device or pipe. Fix: give a path in a folder.")
     # The PEDCC centroids stay fp32 even in half-precision files: rounding them costs optimality.
     state = {k: (v.half() if half and v.is_floating_point() and k != "centroids" else v)
              for k, v in model.state_dict().items()}

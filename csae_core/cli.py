@@ -344,7 +344,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (the problem and where the usage is), exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}. See: {self.prog} --help\n")
+        self.exit(2, f"error: {message} (usage: {self.prog} --help)\n")
 
 
 def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:

@@ -276,6 +276,18 @@ def test_15_atomic_write_keeps_the_umask_mode(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
 
 
+def test_15_atomic_write_never_replaces_a_device_or_pipe(tmp_path):
+    import stat
+
+    fifo = tmp_path / "out.png"
+    os.mkfifo(fifo)  # stands for /dev/zero: `sample --out /dev/zero` as root replaced the device with a PNG
+    with pytest.raises(CSAEError, match="not a regular file"):
+        atomic_write_bytes(fifo, b"png")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not list(tmp_path.glob(".*.tmp"))
+    code, _, err = run_cli(["export", ROOT / "checkpoints" / "mnist" / "csae-b0.02.json", "--out", fifo])
+    assert one_line_error(code, err) and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
 def _zoo_cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ZOO), *map(str, args)], capture_output=True, text=True, env=env,
@@ -373,8 +385,10 @@ def test_07_oversized_checkpoint_refused_cheaply(app_fixture, tmp_path):
     meta["model"]["latent_dim"] = 100_000
     shutil.copy(src.parent / meta["weights"], tmp_path / meta["weights"])
     (tmp_path / "cvae.json").write_text(json.dumps(meta))
-    code = ("import resource, sys\nfrom csae_core import cli\nrc = cli.main(['evaluate', sys.argv[1], '--json'])\n"
-            "print(rc, 'torch' in sys.modules, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # VmHWM: this process's own peak (ru_maxrss would include the forking test process's, kept across exec)
+    code = ("import re, sys\nfrom csae_core import cli\nrc = cli.main(['evaluate', sys.argv[1], '--json'])\n"
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            "print(rc, 'torch' in sys.modules, hwm)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cvae.json")], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     rc, torch_loaded, rss_kb = r.stdout.split()
