@@ -81,8 +81,9 @@ class TrainConfig:
 
 
 # (field, lowest, highest) of the numeric settings; NaN fails every range. A negative grad clip or
-# warm-up would train backwards, a negative image count would slice from the end.
-_RANGES = (("lr", 0, 100), ("lr_step", 0, 1e9), ("momentum", 0, 1), ("weight_decay", 0, 1),
+# warm-up would train backwards, a negative image count would slice from the end; lr_step counts epochs
+# (the step schedule changes the lr once per epoch), so under 1 it means nothing.
+_RANGES = (("lr", 0, 100), ("lr_step", 1, 1e9), ("momentum", 0, 1), ("weight_decay", 0, 1),
            ("grad_clip", 0, 1e9), ("warmup_steps", 0, 10**9), ("epoch_images", 0, 10**9),
            ("test_images", 0, 10**9), ("stats_images", 0, 10**9), ("val_images", 0, 10**9), ("epochs", 1, 100_000),
            ("batch_size", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("pedcc_seed", 0, 2**31 - 1),

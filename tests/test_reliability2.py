@@ -514,9 +514,13 @@ def test_11_one_per_class_is_derived_when_only_the_official_test_files_are_there
 
 # ---------------------------------------------------------------- 12, 13. train
 
-def test_12_tiny_lr_step_does_not_overflow():
-    cfg = TrainConfig(epochs=2, lr_step=0.003)
-    assert 0 <= lr_at(cfg, 2) < 1e-200
+def test_12_tiny_lr_step_is_refused_and_cannot_overflow():
+    with pytest.raises(CSAEError, match="lr-step"):
+        TrainConfig(epochs=2, lr_step=0.003)  # before an epoch is spent (it failed in epoch 2, after a save)
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(schedule="step", lr=0.1, lr_step=0.003, warmup_steps=0, epochs=2)
+    assert 0 <= lr_at(cfg, 2) < 1e-200  # the schedule itself no longer overflows (10 ** 333 / float)
 
 
 @pytest.mark.parametrize("kw, message", [({"wavelet": "foo"}, "wavelet"), ({"wavelet_levels": -1}, "wavelet_levels")])
