@@ -1,6 +1,7 @@
 """`python -m csae_core ...`: pedcc, data, train, evaluate, sample, reconstruct, export, openset.
 
-Library errors (CSAEError) become one line on stderr and exit code 2, never a traceback.
+Library errors (CSAEError) become one line on stderr and exit code 2, never a traceback; so do usage
+errors and any unexpected exception (CSAE_DEBUG=1 prints the latter's traceback, to keep bugs diagnosable).
 The train flags are generated from the fields of TrainConfig and ModelConfig (`add_config_flags`):
 every field is settable and its default lives only in the dataclass. Only the commands that need
 torch import it, so `pedcc` starts in numpy alone.
@@ -291,8 +292,6 @@ MAX_THREADS = 1024  # torch aborts (a segfault) asked for 100,000 threads
 
 
 def cmd_openset(a) -> None:
-    import os
-
     if not 0 <= a.threads <= MAX_THREADS:
         raise CSAEError(f"--threads must be 0 (automatic) or 1..{MAX_THREADS}, got {a.threads}")
     _check_limit(a.limit)
