@@ -85,6 +85,14 @@ def test_01_faint_dot_is_refused_not_a_crash(app_fixture, tmp_path):
     assert one_line_error(code, err) and "blank" in err
 
 
+def test_01_an_unforeseen_upload_failure_is_that_upload_s_message(monkeypatch):
+    from app import letters
+
+    monkeypatch.setattr(letters, "preprocess_letter", lambda img, name: np.zeros(0).min())  # numpy's ValueError
+    item = letters.prepare_image("odd.png", faint_png())
+    assert not item.ok and "could not be processed" in item.error and "zero-size" not in item.error
+
+
 def test_01_streamlit_shows_no_error_details():
     import tomllib
 
