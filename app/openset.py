@@ -48,8 +48,8 @@ def scores(path: str, stamp, dataset: str, known_folder: str, unknown: str, unkn
     size = ckpt.config.image_size
     known = openset.load_known(dataset, size, known_folder, images)
     x, labels = openset.load_unknown(unknown, size, unknown_folder, images)
-    return {name: finite_for_display(split_scores)
-            for name, split_scores in openset.evaluate_openset(ckpt.model, known, x, labels, batch_size=250).scores.items()}
+    result = openset.evaluate_openset(ckpt.model, known, x, labels, batch_size=250)
+    return {name: finite_for_display(split_scores) for name, split_scores in result.scores.items()}
 
 
 def finite_for_display(split_scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -68,8 +68,8 @@ def validation_threshold(path: str, stamp, dataset: str, folder: str, tpr: float
     """The centroid distance that accepts `tpr` of the known validation split (the last 5,000 training images)."""
     ckpt = loaders.load_model(path)
     val = openset.load_known(dataset, ckpt.config.image_size, folder)["validation"]
-    distances = finite_for_display({"validation": openset.score_images(ckpt.model, val, ("distance",), 250)["distance"]})
-    return openset.threshold_at_tpr(distances["validation"], tpr)
+    distances = openset.score_images(ckpt.model, val, ("distance",), 250)["distance"]
+    return openset.threshold_at_tpr(finite_for_display({"validation": distances})["validation"], tpr)
 
 
 def verdicts(classes: np.ndarray, distances: np.ndarray, threshold: float, class_names: list[str]) -> list[str]:

@@ -6,7 +6,6 @@ never end, or sit behind a lock held by a live or a dead process.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import http.server
 import io
 import json
@@ -25,7 +24,7 @@ from PIL import Image
 
 from conftest import _tiny_model, _write_idx
 from csae_core import cli, data, download, openset
-from csae_core.checkpoint import atomic_write_bytes, load_checkpoint, read_regular_file, save_checkpoint
+from csae_core.checkpoint import atomic_write_bytes, read_regular_file, save_checkpoint
 from csae_core.errors import CSAEError
 from csae_core.images import decode_image, preprocess_letter
 from csae_core.model import ModelConfig
