@@ -46,7 +46,7 @@ s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H); print(s.server_address
 
 def _error_line(stderr: str) -> str:
     """The command's `error:` line (a tqdm bar may have drawn after it)."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    errors = [line[line.index("error:"):] for line in stderr.splitlines() if "error:" in line]
     return (errors[-1] if errors else "")[:200]
 
 
@@ -201,7 +201,9 @@ def main(argv=None) -> int:
     for r in rows:
         for e in r["error_examples"]:
             lines.append(f"- N={r['sessions']} error: {e}")
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    from csae_core.checkpoint import atomic_write_bytes  # a cut run leaves the old report whole
+
+    atomic_write_bytes(a.out, ("\n".join(lines) + "\n").encode())
     print(f"wrote {a.out}")
     return 0 if code == 0 and all(r["errors"] == 0 for r in rows) else 1
 

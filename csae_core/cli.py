@@ -87,8 +87,10 @@ def cmd_data(a) -> None:
             bar.n = done
             bar.refresh()
 
-        path = data.download_dataset(name, a.data_dir, progress=progress)
-        bar.close()
+        try:
+            path = data.download_dataset(name, a.data_dir, progress=progress)
+        finally:
+            bar.close()  # before an error is printed: the message starts its own line
         print(f"{name}: verified files in {path}")
 
 
