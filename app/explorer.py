@@ -4,6 +4,7 @@ A router and frame only: page config, then st.navigation over the scripts in ../
 the pages are registered with st.navigation, Streamlit does not auto-discover any pages/ folder
 (and it would only look next to this file, in app/pages/, which does not exist).
 """
+import logging
 from pathlib import Path
 
 import streamlit as st
@@ -11,6 +12,17 @@ import streamlit as st
 from app import loaders, warmup  # importable because requirements.txt installs the project (`-e .`)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def page_error_message(e: Exception) -> str:
+    """What a visitor is told when a page fails: a CSAEError's own message (written for users), else a
+    plain note without the exception's text (it may hold server paths)."""
+    from csae_core.errors import CSAEError
+
+    if isinstance(e, CSAEError):
+        return f"This page cannot be shown: {e}"
+    return ("This page hit an unexpected problem and stopped. Try another model or dataset, or reload the page; "
+            "the details were written to the server's log.")
 
 PAGES = ROOT / "pages"
 
@@ -35,5 +47,10 @@ if navigation.url_path != "reconstructions":
     warmup.start()
 try:
     navigation.run()
+except Exception as e:  # the one boundary: st.stop/st.rerun are BaseExceptions and pass through
+    # A visitor never sees a traceback or a server path (also client.showErrorDetails = "none" in
+    # .streamlit/config.toml); the detail goes to the server's log.
+    logging.getLogger("csae_explorer").exception("page %r failed", navigation.title)
+    st.error(page_error_message(e))
 finally:
     warmup.start()  # a no-op once started

@@ -6,6 +6,7 @@ they become one result object per file so a page can show the message instead of
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,10 @@ def prepare_image(name: str, data: bytes, max_pixels: int | None = None) -> Lett
         steps = preprocess_letter(img, name)
     except CSAEError as e:
         return LetterInput(name, error=str(e))
+    except Exception:  # noqa: BLE001 - an image no check foresaw fails alone, not the page and the other uploads
+        logging.getLogger("csae_explorer").exception("preprocessing upload %r failed", name)
+        return LetterInput(name, error=f"{name} could not be processed. Fix: try another PNG or JPEG of one "
+                                       f"written character.")
     return LetterInput(name, [(title, thumbnail(arr)) for title, arr in steps[:-1]] + [steps[-1]])
 
 

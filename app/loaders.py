@@ -31,6 +31,7 @@ import torch
 
 from csae_core import data
 from csae_core.checkpoint import Checkpoint, load_checkpoint
+from csae_core.errors import CSAEError
 from csae_core.geometry import tsne
 from csae_core.pedcc import PEDCCResult, generate_pedcc
 from csae_core.preprocess import pad, to_uint8
@@ -119,10 +120,25 @@ def per_checkpoint(cached):
     return call
 
 
+def load_model(path: str) -> Checkpoint:
+    """The checkpoint at `path` (model in eval mode), loaded once per process and file version. A file that
+    cannot be loaded raises its CSAEError, remembered too: a bad file is not re-read on every rerun."""
+    result = _load_model(path)
+    if isinstance(result, CSAEError):
+        raise CSAEError(str(result))  # a fresh exception: re-raising the cached one would grow its traceback
+    return result
+
+
 @per_checkpoint
 @st.cache_resource(show_spinner="Loading the model…", max_entries=48)
-def load_model(path: str, stamp) -> Checkpoint:
-    """The checkpoint at `path` (model in eval mode), loaded once per process and file version."""
+def _load_model(path: str, stamp) -> Checkpoint | CSAEError:
+    try:
+        return _load(path)
+    except CSAEError as e:
+        return CSAEError(str(e))
+
+
+def _load(path: str) -> Checkpoint:
     ckpt = load_checkpoint(path)
     ckpt.model.requires_grad_(False)
     # NHWC weights: oneDNN's CPU convolutions are ~1.5x faster (32 MNIST reconstructions with the

@@ -70,7 +70,18 @@ def scores(path: str, stamp, dataset: str, known_folder: str, unknown: str, unkn
     size = ckpt.config.image_size
     known = openset.load_known(dataset, size, known_folder, images)
     x, labels = openset.load_unknown(unknown, size, unknown_folder, images)
-    return openset.evaluate_openset(ckpt.model, known, x, labels, batch_size=250).scores
+    result = openset.evaluate_openset(ckpt.model, known, x, labels, batch_size=250)
+    return {name: finite_for_display(split_scores) for name, split_scores in result.scores.items()}
+
+
+def finite_for_display(split_scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The splits' scores with NaN/+inf just above the largest finite score (and -inf just below the lowest):
+    a model with infinite outputs still gets a histogram and slider bounds a browser can draw (inf cannot)."""
+    finite = np.concatenate([v[np.isfinite(v)] for v in split_scores.values()] + [np.zeros(0)])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    pad = max(1.0, abs(hi - lo)) * 0.1
+    return {k: np.nan_to_num(np.asarray(v, float), nan=hi + pad, posinf=hi + pad, neginf=lo - pad)
+            for k, v in split_scores.items()}
 
 
 @loaders.per_checkpoint
@@ -79,7 +90,8 @@ def validation_threshold(path: str, stamp, dataset: str, folder: str, tpr: float
     """The centroid distance that accepts `tpr` of the known validation split (the last 5,000 training images)."""
     ckpt = loaders.load_model(path)
     val = openset.load_known(dataset, ckpt.config.image_size, folder)["validation"]
-    return openset.threshold_at_tpr(openset.score_images(ckpt.model, val, ("distance",), 250)["distance"], tpr)
+    distances = openset.score_images(ckpt.model, val, ("distance",), 250)["distance"]
+    return openset.threshold_at_tpr(finite_for_display({"validation": distances})["validation"], tpr)
 
 
 def verdicts(classes: np.ndarray, distances: np.ndarray, threshold: float, class_names: list[str]) -> list[str]:
@@ -89,8 +101,9 @@ def verdicts(classes: np.ndarray, distances: np.ndarray, threshold: float, class
 
 def rates(split_scores: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
     """Fractions of known test and unknown images accepted as known (score <= threshold)."""
-    return {"known_accepted": float((split_scores["test"] <= threshold).mean()),
-            "unknown_accepted": float((split_scores["unknown"] <= threshold).mean())}
+    def accepted(v: np.ndarray) -> float:
+        return float((v <= threshold).mean()) if len(v) else 0.0  # an empty set accepts nothing
+    return {"known_accepted": accepted(split_scores["test"]), "unknown_accepted": accepted(split_scores["unknown"])}
 
 
 def slider_range(split_scores: dict[str, np.ndarray]) -> tuple[float, float]:
@@ -140,6 +153,8 @@ def metrics_rows(results: dict[str, dict[str, dict[str, np.ndarray]]]) -> list[d
     rows = []
     for label, per_score in results.items():
         for name, s in per_score.items():
+            if not (len(s["test"]) and len(s["unknown"]) and len(s["validation"])):
+                continue  # an empty set (no unknown image left in a partial copy) has no AUROC
             m = openset.openset_metrics(s["test"], s["unknown"], openset.threshold_at_tpr(s["validation"]))
             rows.append({"model": label, "score": name, "AUROC": round(m["auroc"], 4), "AUPR": round(m["aupr"], 4),
                          "FPR@95": round(m["fpr_at_95_tpr"], 4), "known kept": round(m["known_accepted"], 4),

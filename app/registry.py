@@ -82,10 +82,33 @@ def checkpoints_dir() -> Path:
     return Path(env).expanduser() if env else ROOT / "checkpoints"
 
 
+MAX_DEPTH = 3  # checkpoints/<dataset>/<name>.json is depth 2; a training --out folder one more
+MAX_FILES = 2000  # JSONs looked at per scan (the zoo has ~25): CSAE_CHECKPOINTS_DIR=/ must not walk the disk
+MAX_DIRS = 500  # folders looked into per scan
+
+
 def _json_files(folder: Path) -> list[Path]:
+    """Checkpoint JSON candidates under `folder`: at most MAX_DEPTH folders down and MAX_FILES files, no
+    symlinked folder followed, no file whose real path leaves `folder` (a symlinked *.json pointing out)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.json") if p.name != "manifest.json" and not p.name.startswith("."))
+    inside = folder.resolve()
+    found: list[Path] = []
+    for visited, (here, dirs, files) in enumerate(os.walk(folder, followlinks=False)):
+        if visited >= MAX_DIRS:
+            break
+        depth = len(Path(here).relative_to(folder).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
+        for name in sorted(files):
+            if not name.endswith(".json") or name == "manifest.json" or name.startswith("."):
+                continue
+            p = Path(here) / name
+            if p.is_symlink() and not p.resolve().is_relative_to(inside):
+                continue
+            found.append(p)
+            if len(found) >= MAX_FILES:
+                return sorted(found)
+    return sorted(found)
 
 
 def stamp(folder: Path) -> tuple:
@@ -101,13 +124,26 @@ def stamp(folder: Path) -> tuple:
     return tuple(out)
 
 
+def is_paper_run(recipe: str | None, train: dict | None) -> bool:
+    """A run of the paper's recipe: labelled "paper" AND 120 epochs over the whole training set. Checkpoints
+    written before TrainConfig's default recipe became "custom" say "paper" for any run (a 4-epoch run of
+    64-image epochs among them), so the label alone is not believed."""
+    train = train or {}
+    return recipe == "paper" and train.get("epochs") == PAPER_EPOCHS and not train.get("epoch_images")
+
+
+def recipe_label(recipe: str | None, train: dict | None) -> str | None:
+    """The recipe to show: an old checkpoint's default "paper" label on a run that is not the paper's reads
+    "custom" (the default label since)."""
+    return "custom" if recipe == "paper" and not is_paper_run(recipe, train) else recipe
+
+
 def _paper_epoch(epoch: int, train: dict | None, recipe: str | None = "paper") -> int | None:
     """The epoch on the paper's 120-epoch scale, only for runs of the paper's recipe: a 12-epoch CPU run's
     epoch 4 is not the paper's epoch 40, and labelling it so would overstate its training."""
-    epochs = (train or {}).get("epochs")
-    if not epochs or recipe != "paper":
+    if not is_paper_run(recipe, train):
         return None
-    return round(PAPER_EPOCHS * epoch / epochs)
+    return round(PAPER_EPOCHS * epoch / train["epochs"])
 
 
 def _resolve(row_path: str, folder: Path) -> Path | None:
@@ -140,8 +176,10 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
                 continue  # listed but not (yet) on disk
             entries.append(ModelEntry(
                 dataset=str(row["dataset"]), kind=str(row["model"]), beta=float(row.get("beta", 0.0)),
-                epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch") if row.get("recipe") == "paper" else None,
-                path=str(path), recipe=row.get("recipe"), test_accuracy=row.get("test_accuracy"),
+                epoch=int(row["epoch"]), paper_epoch=row.get("paper_epoch") if is_paper_run(
+                    row.get("recipe"), {"epochs": row.get("epochs")}) else None,
+                path=str(path), recipe=recipe_label(row.get("recipe"), {"epochs": row.get("epochs")}),
+                test_accuracy=row.get("test_accuracy"),
                 recon_mse=row.get("recon_mse"), epochs=row.get("epochs")))
         except (KeyError, TypeError, ValueError):
             continue  # a malformed row hides one model, not the whole zoo
@@ -160,7 +198,7 @@ def _from_json(path: Path) -> ModelEntry | None:
         return ModelEntry(
             dataset=str(meta["dataset"]), kind=str(model["kind"]), beta=float(model.get("beta", 0.0)),
             epoch=epoch, paper_epoch=_paper_epoch(epoch, meta.get("train"), meta.get("recipe")),
-            path=str(path.resolve()), recipe=meta.get("recipe"),
+            path=str(path.resolve()), recipe=recipe_label(meta.get("recipe"), meta.get("train")),
             test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"),
             epochs=(meta.get("train") or {}).get("epochs"))
     except (CSAEError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):

@@ -16,7 +16,6 @@ retrains it anyway. `--jobs N` trains N models at once (processes; on one GPU th
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import functools
 import hashlib
@@ -97,9 +96,13 @@ def jobs(datasets, seeds=SEEDS):
 
 
 def _json(path: Path) -> dict | None:
+    """A JSON file's content; None when it is missing, malformed, not a regular file or over 256 MB."""
+    from csae_core.checkpoint import MAX_JSON_BYTES, read_regular_file
+    from csae_core.errors import CSAEError
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(read_regular_file(path, MAX_JSON_BYTES, "JSON file"))
+    except (CSAEError, ValueError, RecursionError):
         return None
 
 
@@ -251,32 +254,54 @@ def quick_check(meta_path: Path, data_dir=None) -> dict:
     return {"test_images": CHECK_IMAGES, "accuracy": m["accuracy"], "recon_mse": m["recon_mse"]}
 
 
+def _checkpoint_files(meta_path: Path) -> tuple[dict, bytes]:
+    """(meta, weights bytes) of a checkpoint, read as the CLI reads it: the JSON and the weights it names are
+    regular files under the size caps, and the weights lie in the JSON's own folder (no `/dev/zero`, no `../`)."""
+    from csae_core.checkpoint import MAX_WEIGHTS_BYTES, read_meta, read_regular_file, weights_path
+
+    stem = meta_path.parent / meta_path.name[:-len(".json")]
+    meta = read_meta(stem)
+    return meta, read_regular_file(weights_path(stem, meta), MAX_WEIGHTS_BYTES, "weights file",
+                                   f"restore {stem.name}'s weights or delete {meta_path.name}.")
+
+
+def manifest_row(meta_path: Path, data_dir=None) -> dict:
+    """One manifest row: the checkpoint's settings, its full-test-set evaluation and a quick check."""
+    meta, weights = _checkpoint_files(meta_path)
+    ev = _json(EVAL / meta_path.parent.name / meta_path.name) or {}
+    epochs = meta["train"]["epochs"]
+    steps = _image_steps(meta)
+    seconds = sum(h["seconds"] for h in meta["history"][:meta["epoch"]])  # optimizer steps only
+    return {
+        "dataset": meta["dataset"], "model": meta["model"]["kind"], "beta": meta["model"]["beta"],
+        "seed": meta["train"].get("seed", 0), "epoch": meta["epoch"], "epochs": epochs,
+        # The epoch of the paper's 120-epoch run: only for models trained with the paper's recipe (null
+        # otherwise, so no CPU model is ever labelled with the paper's 40/80/120).
+        "paper_epoch": round(meta["epoch"] * PAPER_EPOCHS / epochs) if meta.get("recipe") == "paper" else None,
+        "recipe": meta["recipe"], "test_accuracy": ev.get("accuracy"), "recon_mse": ev.get("recon_mse"),
+        "psnr": ev.get("psnr"), "test_images": ev.get("test_images"), "weights_dtype": meta["weights_dtype"],
+        "image_steps": steps, "train_seconds": round(seconds, 1),
+        "images_per_s": round(steps / seconds, 1) if seconds else None, "hardware": meta.get("hardware"),
+        "path": str(meta_path.relative_to(ROOT)),
+        "sha256": hashlib.sha256(weights).hexdigest(),
+        "bytes": len(weights) + meta_path.stat().st_size,
+        "check": quick_check(meta_path, data_dir),
+    }
+
+
 def manifest_rows(data_dir=None) -> list[dict]:
+    from csae_core.errors import CSAEError
+
     rows = []
     for meta_path in sorted(CKPT.glob("*/*.json")):
         meta = _json(meta_path)
         if not meta or meta.get("format") != FORMAT:
             continue
-        weights = meta_path.parent / meta["weights"]
-        ev = _json(EVAL / meta_path.parent.name / meta_path.name) or {}
-        epochs = meta["train"]["epochs"]
-        steps = _image_steps(meta)
-        seconds = sum(h["seconds"] for h in meta["history"][:meta["epoch"]])  # optimizer steps only
-        rows.append({
-            "dataset": meta["dataset"], "model": meta["model"]["kind"], "beta": meta["model"]["beta"],
-            "seed": meta["train"].get("seed", 0), "epoch": meta["epoch"], "epochs": epochs,
-            # The epoch of the paper's 120-epoch run: only for models trained with the paper's recipe (null
-            # otherwise, so no CPU model is ever labelled with the paper's 40/80/120).
-            "paper_epoch": round(meta["epoch"] * PAPER_EPOCHS / epochs) if meta.get("recipe") == "paper" else None,
-            "recipe": meta["recipe"], "test_accuracy": ev.get("accuracy"), "recon_mse": ev.get("recon_mse"),
-            "psnr": ev.get("psnr"), "test_images": ev.get("test_images"), "weights_dtype": meta["weights_dtype"],
-            "image_steps": steps, "train_seconds": round(seconds, 1),
-            "images_per_s": round(steps / seconds, 1) if seconds else None, "hardware": meta.get("hardware"),
-            "path": str(meta_path.relative_to(ROOT)),
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-            "bytes": weights.stat().st_size + meta_path.stat().st_size,
-            "check": quick_check(meta_path, data_dir),
-        })
+        try:
+            rows.append(manifest_row(meta_path, data_dir))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise CSAEError(f"{meta_path} lacks what the manifest records ({type(e).__name__}: {e}). Fix: "
+                            f"re-export it with `python checkpoints/zoo.py train` or delete it.") from None
     return rows
 
 
@@ -302,7 +327,10 @@ def table_rows(manifest: list[dict]):
     """One row per (dataset, model, beta): accuracy over the seeds shipped (final epochs only)."""
     import pandas as pd
 
-    df = pd.DataFrame([r for r in manifest if r["epoch"] == r["epochs"]])
+    finals = [r for r in manifest if r["epoch"] == r["epochs"]]
+    # No final row yet (an empty manifest): an empty frame with the columns read below, so every cell is "—".
+    df = pd.DataFrame(finals) if finals else pd.DataFrame(
+        columns=["dataset", "model", "beta", "test_accuracy", "recon_mse", "psnr", "image_steps", "recipe"])
     rows = []
     for model, beta in ROWS:
         for i, ds in enumerate(DATASETS):
@@ -322,10 +350,19 @@ def table_rows(manifest: list[dict]):
 
 def cmd_table(a) -> None:
     """results/table3.md and .csv from the manifest and the full-test-set evaluations (never typed by hand)."""
-    manifest = _json(CKPT / "manifest.json") or []
-    t = table_rows(manifest)
-    (ROOT / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "results" / "table3.csv").write_text(t.to_csv(index=False))
+    from csae_core.checkpoint import atomic_write_bytes
+    from csae_core.errors import CSAEError
+
+    manifest = _json(CKPT / "manifest.json")
+    if not isinstance(manifest, list) or not all(isinstance(r, dict) for r in manifest):
+        raise CSAEError(f"{CKPT / 'manifest.json'} is missing or not a list of rows. "
+                        f"Fix: python checkpoints/zoo.py manifest")
+    try:
+        t = table_rows(manifest)
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+        raise CSAEError(f"{CKPT / 'manifest.json'} has malformed rows ({type(e).__name__}: {e}). "
+                        f"Fix: python checkpoints/zoo.py manifest") from None
+    atomic_write_bytes(ROOT / "results" / "table3.csv", t.to_csv(index=False).encode())
 
     def cell(r):
         if r is None or r.accuracy is None or r.accuracy != r.accuracy:
@@ -356,7 +393,7 @@ def cmd_table(a) -> None:
     notes = ROOT / "results" / "notes.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
-    (ROOT / "results" / "table3.md").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(ROOT / "results" / "table3.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
 
@@ -457,11 +494,13 @@ def cmd_bundle(a) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python checkpoints/zoo.py", description=__doc__.splitlines()[0])
+    from csae_core.cli import OneLineParser  # usage errors as one line, exit 2
+
+    p = OneLineParser(prog="python checkpoints/zoo.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, export (fp16) and evaluate the zoo's missing models")
     t.add_argument("--recipe", choices=list(RECIPES), default="cpu-short")
-    t.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    t.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     t.add_argument("--models", nargs="+", choices=list(KINDS))
     t.add_argument("--only", nargs="+", metavar="DATASET/NAME", help="e.g. mnist/csae-b0.02 fashion-mnist/basenet")
     t.add_argument("--force", action="store_true", help="retrain models already shipped with this recipe")
@@ -497,12 +536,40 @@ def main(argv=None) -> None:
     tbl = sub.choices["table"]
     tbl.add_argument("--root", type=Path, default=None)
     a = p.parse_args(argv)
-    if getattr(a, "jobs", 1) < 1:
-        p.error("--jobs must be >= 1")
+    if not 1 <= getattr(a, "jobs", 1) <= 64:
+        p.error("--jobs must be in 1..64")
+    if not 0 <= getattr(a, "threads", 0) <= 1024:
+        p.error("--threads must be 0 (torch's default) or 1..1024")
     if a.root:
         set_root(a.root)
     a.func(a)
 
 
+def cli(argv=None) -> int:
+    """main() with the CLI's contract: a problem is one line on stderr and exit code 2, never a traceback
+    ($CSAE_DEBUG=1 prints the traceback of an unexpected error)."""
+    import os
+    import sys
+    import traceback
+
+    from csae_core.errors import CSAEError
+
+    try:
+        main(argv)
+    except CSAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug or an unchecked input: one line, not a traceback
+        if os.environ.get("CSAE_DEBUG", "").strip() not in ("", "0"):
+            traceback.print_exc()
+        text = " ".join(str(e).split())[:300]
+        print(f"error: unexpected {type(e).__name__}: {text}. Run with CSAE_DEBUG=1 to see where.", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

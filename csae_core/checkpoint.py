@@ -21,13 +21,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from typing import TYPE_CHECKING
 
 from .errors import CSAEError
-from .model import ModelConfig, build_model
+from .limits import check_model_limits
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import ModelConfig
+
+# torch (and the model code) is imported by the functions that need it: a checkpoint whose JSON asks for an
+# oversized model is refused before torch is loaded (~200 MB), so a refusal costs a few MB.
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "resolve_checkpoint", "atomic_write_bytes",
            "save_tensors", "load_tensors", "clean_stale_tmp", "writable_dir", "read_regular_file", "FORMAT", "MAX_WEIGHTS_BYTES",
@@ -48,7 +53,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(21, "it is a directory")
+        if path.exists() and not path.is_file():  # a device or pipe: the rename would replace /dev/zero itself
+            raise FileExistsError(17, "it is a device or pipe, not a regular file")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a new file normally gets 0666 minus the umask
     except OSError as e:
         raise CSAEError(f"cannot write {path}: {e.strerror or e}. Fix: give a file path in a writable folder.") from None
     try:
@@ -63,6 +71,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise CSAEError(f"cannot write {path}: {e.strerror or e}. Fix: free disk space or choose another "
                             f"path.") from None
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def writable_dir(folder: str | Path) -> Path:
@@ -109,16 +124,20 @@ def read_regular_file(path: str | Path, max_bytes: int, what: str = "file", fix:
                         f"Fix: this is not a CSAE file; use another.")
     try:
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            # Read the size the stat found (+1 to notice growth), not max_bytes: a 2 GiB read buffer
+            # reserved for a 2 MB file fails under a memory limit (ulimit -v).
+            data = f.read(st.st_size + 1)
     except OSError as e:
         raise CSAEError(f"cannot read {what} {path}: {e.strerror or e}.") from None
-    if len(data) > max_bytes:  # grew since the stat
+    if len(data) > min(max_bytes, st.st_size):  # grew since the stat
         raise CSAEError(f"{what} {path} is over the {max_bytes:,}-byte limit. Fix: use another file.")
     return data
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
     """Atomically write tensors (and an optional JSON-able `metadata` dict) as safetensors; returns the SHA-256."""
+    from safetensors.torch import save as st_save
+
     header = {"json": json.dumps(metadata)} if metadata is not None else None
     data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
     atomic_write_bytes(path, data)
@@ -128,6 +147,9 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 def load_tensors(path: str | Path, expected_sha256: str | None = None, with_metadata: bool = False):
     """Read a safetensors file (no code is executed: safe for files from anyone); with `with_metadata`,
     return (tensors, metadata dict or None)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
     path = Path(path)
     data = read_regular_file(path, MAX_WEIGHTS_BYTES, "weights file", "copy it next to its .json or retrain.")
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
@@ -178,6 +200,8 @@ class Checkpoint:
 
     def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per-class mean (n, d) and covariance (n, d, d) of the training-set latents, if recorded."""
+        import torch
+
         stats = self.meta.get("latent_stats")
         if not stats:
             return None
@@ -192,7 +216,11 @@ def save_checkpoint(stem: str | Path, model: torch.nn.Module, meta: dict, half: 
     a new name for new content, which the JSON names; the JSON's rename is the one commit point, so a
     kill at any moment leaves the old pair or the new pair loadable. Superseded weights are removed after.
     """
+    from safetensors.torch import save as st_save
+
     stem = Path(stem)
+    if stem.exists() and not stem.is_file() and not stem.is_dir():  # `export --out /dev/zero`
+        raise CSAEError(f"cannot write a checkpoint at {stem}: it is a device or pipe. Fix: give a path in a folder.")
     # The PEDCC centroids stay fp32 even in half-precision files: rounding them costs optimality.
     state = {k: (v.half() if half and v.is_floating_point() and k != "centroids" else v)
              for k, v in model.state_dict().items()}
@@ -248,6 +276,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     `check_manifest=False` is for the zoo driver, which replaces models and then rebuilds the manifest."""
     stem = resolve_checkpoint(path)
     meta = read_meta(stem)
+    if not isinstance(meta.get("model"), dict):
+        raise CSAEError(f"{stem}.json has no model config. Fix: retrain or use another checkpoint.")
+    try:
+        check_model_limits(meta["model"])  # before torch and the model code are imported
+    except CSAEError as e:
+        raise CSAEError(f"{stem}.json: {e}") from None
+    import torch
+
+    from .model import ModelConfig, build_model
+
     try:
         cfg = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:

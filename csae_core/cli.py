@@ -1,6 +1,7 @@
 """`python -m csae_core ...`: pedcc, data, train, evaluate, sample, reconstruct, export, openset.
 
-Library errors (CSAEError) become one line on stderr and exit code 2, never a traceback.
+Library errors (CSAEError) become one line on stderr and exit code 2, never a traceback; so do usage
+errors and any unexpected exception (CSAE_DEBUG=1 prints the latter's traceback, to keep bugs diagnosable).
 The train flags are generated from the fields of TrainConfig and ModelConfig (`add_config_flags`):
 every field is settable and its default lives only in the dataclass. Only the commands that need
 torch import it, so `pedcc` starts in numpy alone.
@@ -12,9 +13,11 @@ import dataclasses
 import inspect
 import io
 import json
+import os
 import re
 import sys
 import time
+import traceback
 import types
 import typing
 from pathlib import Path
@@ -76,8 +79,10 @@ def cmd_data(a) -> None:
         if name not in data.DATASETS:
             raise CSAEError(f"unknown dataset {name!r}: choose from {', '.join(data.DATASETS)}")
         progress, close = data.tqdm_progress(name)
-        path = data.download_dataset(name, a.data_dir, progress=progress)
-        close()
+        try:
+            path = data.download_dataset(name, a.data_dir, progress=progress)
+        finally:
+            close()  # before an error is printed: the message starts its own line
         print(f"{name}: verified files in {path}")
 
 
@@ -172,17 +177,37 @@ def cmd_train(a) -> None:
     print(json.dumps({"event": "done", "checkpoint": str(stem) + ".json"}), flush=True)
 
 
+def _dumps(record) -> str:
+    """JSON with NaN/inf as null: a diverged model's infinite outputs must not print non-standard `Infinity`."""
+    def clean(v):
+        if isinstance(v, float):
+            return v if v == v and abs(v) != float("inf") else None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(record), allow_nan=False)
+
+
+def _check_limit(limit: int) -> None:
+    if not 0 <= limit <= 10**9:
+        raise CSAEError(f"--limit must be 0 (all images) or a positive count, got {limit}")
+
+
 def cmd_evaluate(a) -> None:
     from .checkpoint import load_checkpoint
+
+    _check_limit(a.limit)
+    ckpt = load_checkpoint(a.checkpoint)  # an oversized config is refused here, before torch is imported
     from .evaluate import decoder_collapsed, evaluate_checkpoint, test_split
 
-    ckpt = load_checkpoint(a.checkpoint)
     split = test_split(ckpt.meta.get("dataset", "mnist"), a.data_dir, ckpt.config.image_size)
     t0 = time.perf_counter()
     m = evaluate_checkpoint(ckpt, limit=a.limit, split=split)
     m["seconds"] = round(time.perf_counter() - t0, 2)
     if a.json:
-        print(json.dumps(m))
+        print(_dumps(m))
         return
     print(f"{m['model']} beta={m['beta']:g} epoch {m['epoch']} on {m['dataset']}: {m['test_images']} test images")
     print(f"accuracy {m['accuracy'] * 100:.2f}%")
@@ -245,7 +270,13 @@ def cmd_export(a) -> None:
     print(f"wrote {stem}.safetensors and {stem}.json")
 
 
+MAX_THREADS = 1024  # torch aborts (a segfault) asked for 100,000 threads
+
+
 def cmd_openset(a) -> None:
+    if not 0 <= a.threads <= MAX_THREADS:
+        raise CSAEError(f"--threads must be 0 (automatic) or 1..{MAX_THREADS}, got {a.threads}")
+    _check_limit(a.limit)
     import torch
 
     from . import openset
@@ -254,8 +285,6 @@ def cmd_openset(a) -> None:
     t0 = time.perf_counter()
     # On a machine already busy, OpenMP threads mostly wait for each other: one thread scored 3,000 images
     # in 14.5 s where two took 25 s (2 cores, load average 8). Auto: one thread when the load is >= the cores.
-    import os
-
     threads = a.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -275,11 +304,13 @@ def cmd_openset(a) -> None:
     record = {**res.metrics(names[0]), "checkpoint": str(ckpt.path) + ".json", "dataset": known_name,
               "unknown": a.unknown, "model": ckpt.config.kind, "beta": ckpt.config.beta,
               "scores": {n: res.metrics(n) for n in names},
+              # A subset with no image (a set of only i/l letters has nothing left without them) is left out.
               "subsets": {sub: {n: res.metrics(n, mask) for n in names}
-                          for sub, mask in openset.unknown_subsets(a.unknown, res.unknown_labels).items()},
+                          for sub, mask in openset.unknown_subsets(a.unknown, res.unknown_labels).items()
+                          if mask.any()},
               "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t0, 2)}
     if a.json:
-        print(json.dumps(record))
+        print(_dumps(record))
         return
     print(f"{record['model']} beta={record['beta']:g} ({known_name}) against {a.unknown}: {record['known_images']} "
           f"known test, {record['unknown_images']} unknown images; threshold from {record['validation_images']} "
@@ -290,9 +321,16 @@ def cmd_openset(a) -> None:
                   f"  threshold {m['threshold_at_95_tpr']:.4g} (keeps {m['known_accepted']:.3f} of known test)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the problem and where the usage is), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     """The CLI. train_flags=False leaves the train command's generated flags out (they import torch)."""
-    p = argparse.ArgumentParser(prog="python -m csae_core", description="CSAE with PEDCC: the paper as a library.")
+    p = OneLineParser(prog="python -m csae_core", description="CSAE with PEDCC: the paper as a library.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("pedcc", help="generate predefined evenly-distributed class centroids")
@@ -367,11 +405,14 @@ def _add_checkpoint_commands(sub) -> None:
     s.set_defaults(func=cmd_openset)
 
 
+DEBUG_VAR = "CSAE_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
     command = next((x for x in argv if not x.startswith("-")), None)
-    args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
     try:
+        args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
         args.func(args)
     except CSAEError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -379,4 +420,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise  # argparse's usage errors (exit 2) and --help (exit 0)
+    except BaseException as e:  # noqa: BLE001 - a bug or an unforeseen input: one line, never a traceback
+        if os.environ.get(DEBUG_VAR, "").strip() not in ("", "0"):
+            traceback.print_exc()
+        text = " ".join(str(e).split())[:300]
+        print(f"error: unexpected {type(e).__name__}{': ' + text if text else ''}. This is a bug in csae_core "
+              f"or an input it does not yet check; run with {DEBUG_VAR}=1 to see where.", file=sys.stderr)
+        return 2
     return 0

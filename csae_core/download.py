@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import io
 import os
 import shutil
 import socket
@@ -46,6 +47,15 @@ SHA256_VAR = "CSAE_DATA_SHA256"
 RETRIES = 4  # attempts per URL after a cut connection (each resumes where the last stopped)
 TIMEOUT = 30  # seconds without data before a connection counts as cut
 CHUNK = 1 << 20
+# Bounds on one file (issue 16): a mirror that trickles or never ends must be given up, with a message.
+MIN_RATE = 1024  # bytes/s: a transfer slower than this over STALL_WINDOW seconds is given up
+STALL_WINDOW = 30.0
+FILE_DEADLINE_BASE = 120.0  # seconds, plus the file's size cap at DEADLINE_RATE: the overall deadline per file
+DEADLINE_RATE = 100 * 1024  # bytes/s (64 MiB: 12 min; EMNIST's 0.5 GB zip: 1.5 h at most)
+MAX_IDX_BYTES = 64 * 2**20  # stated maximum of one IDX file (the largest official one, Fashion's train images, 26 MB)
+MAX_ARCHIVE_BYTES = 1 << 30  # stated maximum of an official archive (EMNIST's gzip.zip, 0.54 GB)
+MAX_SUMS_BYTES = 1 << 20  # a CSAE_DATA_SHA256 file
+LOCK_WAIT = 600.0  # seconds to wait for another process's download of the same dataset
 _HEADERS = {"User-Agent": "Mozilla/5.0 (compatible; csae-explorer)"}  # NIST answers 403 to urllib's default
 
 Progress = Callable[[int, "int | None"], None]
@@ -75,14 +85,55 @@ def _new_hashes() -> dict[str, "hashlib._Hash"]:
     return {"md5": hashlib.md5(usedforsecurity=False), "sha256": hashlib.sha256()}
 
 
-def _fetch(url: str, dest: Path, progress: Progress | None) -> dict[str, str]:
-    """Stream ``url`` into ``dest`` (created/truncated); returns its {"md5", "sha256"} hex digests.
+class _TooSlow(Exception):
+    """The transfer broke the minimum rate or the file's deadline: not retried."""
+
+
+def _deadline_for(cap: int) -> float:
+    """Seconds one file may take in all (every retry included): generous for a slow line, never forever."""
+    return FILE_DEADLINE_BASE + cap / DEADLINE_RATE
+
+
+def _copy_body(resp, out, hashes: dict, done: int, cap: int, deadline: float,
+               progress: Progress | None, total: int | None) -> int:
+    """Stream `resp` into `out` until EOF; returns the bytes done. Stops at `cap` bytes (an endless body),
+    at the `deadline` (time.monotonic()), and when fewer than MIN_RATE bytes/s arrive over STALL_WINDOW
+    seconds (a trickling mirror that keeps each read under the socket timeout)."""
+    read = getattr(resp, "read1", resp.read)  # read1: whatever has arrived, so the checks run between bytes
+    window_start, window_bytes = time.monotonic(), 0
+    while True:
+        chunk = read(CHUNK)
+        if not chunk:
+            return done
+        if done + len(chunk) > cap:
+            raise _TooSlow(f"the server sent more than the file's {cap:,}-byte limit (an endless body?)")
+        out.write(chunk)
+        for h in hashes.values():
+            h.update(chunk)
+        done += len(chunk)
+        window_bytes += len(chunk)
+        if progress is not None:
+            progress(done, total)
+        now = time.monotonic()
+        if now > deadline:
+            raise _TooSlow(f"not finished within the file's deadline ({done:,} bytes so far)")
+        if now - window_start >= STALL_WINDOW:
+            if window_bytes < MIN_RATE * (now - window_start):
+                raise _TooSlow(f"only {window_bytes} bytes in {now - window_start:.0f} s (under "
+                               f"{MIN_RATE // 1024} KB/s): the mirror is stalled")
+            window_start, window_bytes = now, 0
+
+
+def _fetch(url: str, dest: Path, progress: Progress | None, cap: int) -> dict[str, str]:
+    """Stream `url` into `dest` (created/truncated); returns its {"md5", "sha256"} hex digests.
 
     A connection cut part-way is retried up to RETRIES times, asking for the rest with a Range
-    header; a server that answers 200 instead of 206 is read again from the start.
+    header; a server that answers 200 instead of 206 is read again from the start. The whole file,
+    retries included, has a deadline (_deadline_for), a minimum rate and a size cap (`cap` bytes).
     """
     hashes = _new_hashes()
     done, total = 0, None
+    deadline = time.monotonic() + _deadline_for(cap)
     with open(dest, "wb") as out:
         for attempt in range(RETRIES + 1):
             headers = dict(_HEADERS)
@@ -102,24 +153,19 @@ def _fetch(url: str, dest: Path, progress: Progress | None) -> dict[str, str]:
                             raise _Cut("the server answered another range")
                     if total is None or status != 206:
                         total = (done + length) if length is not None else None
-                    while True:
-                        chunk = resp.read(CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        for h in hashes.values():
-                            h.update(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
+                    if total is not None and total > cap:
+                        raise _TooSlow(f"the server announces {total:,} bytes, over the file's {cap:,}-byte limit")
+                    done = _copy_body(resp, out, hashes, done, cap, deadline, progress, total)
                 if total is not None and done < total:
                     raise _Cut(f"connection closed after {done} of {total} bytes")
                 return {k: h.hexdigest() for k, h in hashes.items()}
             except urllib.error.HTTPError:
                 raise
+            except _TooSlow as e:
+                raise urllib.error.URLError(f"gave up: {e}") from None
             except (_Cut, http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as e:
                 silent = isinstance(e, (socket.timeout, TimeoutError)) and not done  # a host that never answers
-                if attempt == RETRIES or silent:
+                if attempt == RETRIES or silent or time.monotonic() > deadline:
                     raise urllib.error.URLError(f"connection cut {attempt + 1} time(s), last: {e}") from None
                 out.flush()
                 time.sleep(min(0.2 * 2 ** attempt, 2.0))
@@ -141,21 +187,90 @@ def _hash_file(path: Path, algo: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path, wait: float | None = None) -> Iterator[None]:
     """Hold ``<root>/.<folder>.lock`` (one fetch per dataset folder at a time, across processes and
-    threads); then remove temp files that a killed fetch left in ``folder``."""
-    lock = open(folder.parent / f".{folder.name}.lock", "a+b")
+    threads), waiting at most ``wait`` seconds (LOCK_WAIT); then remove temp files that a killed fetch
+    left in ``folder``."""
+    lock = _acquire(folder.parent / f".{folder.name}.lock", LOCK_WAIT if wait is None else wait, folder)
     try:
-        try:
-            import fcntl
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # not POSIX: no inter-process lock, unique temp names still keep files whole
-            pass
         for stale in folder.glob(".*.part"):  # left by a fetch that was killed; we hold the lock now
             stale.unlink(missing_ok=True)
         yield
     finally:
-        lock.close()  # releases the lock; the empty lock file stays (removing it would race)
+        lock.close()  # releases the lock; the lock file stays (removing it would race)
+
+
+def _holder(path: Path) -> int | None:
+    """The pid the lock's holder wrote into the lock file, if any."""
+    try:
+        text = path.read_bytes()[:32].decode("ascii", "replace").split()
+        return int(text[0]) if text and text[0].isdigit() else None
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _acquire(path: Path, wait: float, folder: Path):
+    """The open, flock-ed lock file, with our pid written in it. The kernel drops a flock when its holder
+    dies; a lock still held although the pid written in it is dead was inherited by a stray child: the
+    lock file is then replaced (taken over), not waited on. Waiting longer than `wait` is a CSAEError
+    naming the holder."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no inter-process lock, unique temp names still keep files whole
+        return open(os.devnull, "rb")
+    deadline, suspect = time.monotonic() + wait, None
+    while True:
+        try:
+            f = open(path, "a+b")
+        except OSError as e:
+            raise CSAEError(f"cannot create the lock file {path}: {e.strerror or e}. Fix: pass a writable "
+                            f"--data-dir or set {ENV_VAR} to a folder you can write.") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            holder = _holder(path)
+            if holder is not None and holder != os.getpid() and not _alive(holder):
+                if suspect == holder:  # seen dead twice (not a new holder that has yet to write its pid)
+                    _replace_lock_file(path)  # take over
+                    continue
+                suspect = holder
+            else:
+                suspect = None
+            if time.monotonic() > deadline:
+                raise CSAEError(f"another download into {folder} (pid {holder if holder else 'unknown'}) has held "
+                                f"{path} for over {wait:.0f} s. Fix: wait for it to finish, or stop it"
+                                f"{f' (kill {holder})' if holder else ''} and run the download again.") from None
+            time.sleep(0.2)
+            continue
+        try:
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if not same:  # replaced (taken over by another waiter) between our open and flock: lock the new one
+            f.close()
+            continue
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n".encode())
+        f.flush()
+        return f
+
+
+def _replace_lock_file(path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".new", dir=path.parent)
+    os.close(fd)
+    os.replace(tmp, path)
 
 
 def _temp_in(folder: Path, filename: str) -> Path:
@@ -174,7 +289,7 @@ def _no_network_fix(spec: DatasetSpec, folder: Path) -> str:
 
 def _fetch_verified(urls: tuple[str, ...], filename: str, folder: Path, spec: DatasetSpec,
                     expected: tuple[str, str] | None, progress: Progress | None,
-                    validate: Callable[[Path], None] | None = None) -> Path:
+                    validate: Callable[[Path], None] | None = None, cap: int | None = None) -> Path:
     """Fetch the first URL that answers into ``folder/filename``: temp file, verify, os.replace.
 
     ``expected`` is ("md5" | "sha256", hex digest); None means structure-checked only (``validate``).
@@ -186,7 +301,7 @@ def _fetch_verified(urls: tuple[str, ...], filename: str, folder: Path, spec: Da
         errors = []
         for url in urls:
             try:
-                got = _fetch(url, tmp, progress)
+                got = _fetch(url, tmp, progress, MAX_IDX_BYTES if cap is None else cap)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
                 continue
@@ -213,7 +328,8 @@ def _download_official(spec: DatasetSpec, folder: Path, progress: Progress | Non
             continue  # the archive's files are already extracted
         target = folder / d.filename
         if not (target.is_file() and _hash_file(target, "md5") == d.md5):
-            _fetch_verified(d.urls, d.filename, folder, spec, ("md5", d.md5), progress)
+            _fetch_verified(d.urls, d.filename, folder, spec, ("md5", d.md5), progress,
+                            cap=MAX_ARCHIVE_BYTES if d.members else MAX_IDX_BYTES)
         if d.members:
             _extract_members(target, d, spec, folder)
             target.unlink()  # the 0.5 GB archive is no longer needed
@@ -253,17 +369,26 @@ def _write_one_per_class(spec: DatasetSpec, folder: Path) -> None:
 # ---------------------------------------------------------------- a mirror (CSAE_DATA_URL)
 
 def _read_text(source: str) -> str:
+    """A small text file from a URL or a local path: at most MAX_SUMS_BYTES, within the file deadline; a
+    local path must be a regular file (a FIFO would hang, /dev/zero would fill the memory)."""
     if urllib.parse.urlparse(source).scheme in ("http", "https", "file"):
+        buf = io.BytesIO()
         with urllib.request.urlopen(urllib.request.Request(source, headers=_HEADERS), timeout=TIMEOUT) as r:
-            return r.read(1 << 20).decode("utf-8", "replace")
-    return Path(source).expanduser().read_text("utf-8", "replace")
+            try:
+                _copy_body(r, buf, {}, 0, MAX_SUMS_BYTES, time.monotonic() + TIMEOUT, None, None)
+            except _TooSlow as e:
+                raise ValueError(str(e)) from None
+        return buf.getvalue().decode("utf-8", "replace")
+    from .checkpoint import read_regular_file  # torch-free: regular files under a size cap only
+
+    return read_regular_file(Path(source).expanduser(), MAX_SUMS_BYTES, "checksum file").decode("utf-8", "replace")
 
 
 def read_sha256sums(source: str) -> dict[str, str]:
     """``{relative path: sha256}`` from a ``sha256sum``-style file (``<hex>  <path>`` or ``<hex> *<path>``)."""
     try:
         text = _read_text(source)
-    except (OSError, urllib.error.URLError, ValueError) as e:
+    except (OSError, urllib.error.URLError, ValueError, CSAEError) as e:
         raise CSAEError(f"Cannot read {SHA256_VAR}={source} ({getattr(e, 'reason', None) or e}). "
                         f"Fix: point it at a sha256sum-style file (paths relative to {URL_VAR}).") from None
     sums = {}

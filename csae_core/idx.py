@@ -147,6 +147,20 @@ def load_paths(name: str, images: Path, labels: Path) -> tuple[np.ndarray, np.nd
     return _load_cached(name, str(images.resolve()), str(labels.resolve()), stamp)
 
 
+def split_arrays(name: str, split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The parsed (read-only) arrays of a split. A derived split that is missing (EMNIST's one-per-class,
+    absent where a folder holds only the official test files) is made in memory from the test split: the
+    first image of each class, as download_dataset writes it."""
+    spec = DATASETS[name] if name in DATASETS else None
+    if spec is not None and split in spec.optional_splits:
+        folder = find_dataset_dir(name, data_dir)
+        if folder is not None and not all((folder / f).is_file() for f in spec.files[split]):
+            img, lab = load_paths(name, *split_paths(name, "test", data_dir))
+            _, first = np.unique(lab, return_index=True)
+            return img[first], lab[first]
+    return load_paths(name, *split_paths(name, split, data_dir))
+
+
 def load_split(name: str, split: str, data_dir: str | Path | None = None):
     """Load one split: images ``uint8 (N, 28, 28)`` upright, labels ``int64 (N,)`` 0-based (torch tensors).
 
@@ -157,13 +171,13 @@ def load_split(name: str, split: str, data_dir: str | Path | None = None):
     """
     import torch
 
-    img, lab = load_paths(name, *split_paths(name, split, data_dir))
+    img, lab = split_arrays(name, split, data_dir)
     return torch.from_numpy(img.copy()), torch.from_numpy(lab.copy())
 
 
 def present_classes(name: str, split: str, data_dir: str | Path | None = None) -> list[int]:
     """Sorted 0-based class indices that occur in the split (partial copies hold fewer)."""
-    _, lab = load_paths(name, *split_paths(name, split, data_dir))
+    _, lab = split_arrays(name, split, data_dir)
     return [int(c) for c in np.unique(lab)]
 
 

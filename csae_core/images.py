@@ -122,6 +122,8 @@ def preprocess_letter(img: Image.Image, name: str = "image") -> list[tuple[str, 
         raise CSAEError(f"{name} looks blank (no ink found). Fix: upload or draw a character.")
     blurred = np.asarray(Image.fromarray(ink.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1)), np.float32)
     ys, xs = np.nonzero(blurred > max(blurred.max() * 0.1, 8))
+    if ys.size == 0:  # a speck of ink (one faint pixel) that the blur spreads below the ink level
+        raise CSAEError(f"{name} looks blank (too little ink after blurring). Fix: upload or draw a character.")
     crop = blurred[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
     steps.append(("cropped to the ink", crop.astype(np.uint8)))
     side = max(crop.shape)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .classify import nearest_centroid
 from .errors import CSAEError
+from .limits import check_model_limits
 from .losses import WaveletLoss, centroid_mse, default_wavelet_levels, kl_divergence, kl_per_image
 
 __all__ = ["ModelConfig", "ModelOutput", "ModelKind", "KINDS", "MODEL_KINDS", "DEFAULT_KIND", "DEFAULT_BETA",
@@ -40,6 +41,8 @@ class ModelConfig:
     cvae_label_encoder: bool = True  # CVAE encoder sees [x, one-hot(y)] as in a CVAE (the authors' setup)
 
     def __post_init__(self):
+        # Every size is bounded before anything is allocated (a checkpoint JSON is untrusted input).
+        check_model_limits({f.name: getattr(self, f.name) for f in fields(self)})
         self.widths = tuple(int(w) for w in self.widths)
         if self.kind not in MODEL_KINDS:
             raise CSAEError(f"model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")

@@ -198,10 +198,17 @@ def combine(raw: dict[str, np.ndarray], stats: dict[str, Standardizer]) -> np.nd
     return stats["distance"](raw["distance"]) + stats["recon"](raw["recon"])
 
 
+def finite_scores(scores: np.ndarray) -> np.ndarray:
+    """Outlier scores with NaN and +inf as the largest finite float (the most unknown: an input the model
+    cannot score is no known image) and -inf as the lowest; the order of finite scores is kept."""
+    big = np.finfo(float).max
+    return np.nan_to_num(np.asarray(scores, dtype=float), nan=big, posinf=big, neginf=-big)
+
+
 def threshold_at_tpr(known_scores: np.ndarray, tpr: float = TARGET_TPR) -> float:
     """The smallest threshold t with at least `tpr` of `known_scores` <= t (images with score <= t are
     accepted as known). Set it on validation scores, never on test images."""
-    s = np.asarray(known_scores, dtype=float)
+    s = finite_scores(known_scores)
     if s.size == 0:
         raise CSAEError("no known images to set a threshold on")
     return float(np.quantile(s, tpr, method="inverted_cdf"))
@@ -214,16 +221,18 @@ def openset_metrics(known: np.ndarray, unknown: np.ndarray, threshold: float) ->
     true positive rate at that threshold (near 0.95 when validation and test agree)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    known, unknown = np.asarray(known, dtype=float), np.asarray(unknown, dtype=float)
+    # sklearn refuses inf/NaN (a model with infinite outputs): they count as the most unknown.
+    known, unknown = finite_scores(known), finite_scores(unknown)
     if known.size == 0 or unknown.size == 0:
         raise CSAEError(f"need known and unknown images, got {known.size} and {unknown.size}")
     is_unknown = np.r_[np.zeros(known.size), np.ones(unknown.size)]
     scores = np.r_[known, unknown]
+    threshold = float(finite_scores(np.array([threshold]))[0])
     return {
         "auroc": float(roc_auc_score(is_unknown, scores)),
         "aupr": float(average_precision_score(is_unknown, scores)),
         "fpr_at_95_tpr": float((unknown <= threshold).mean()),
-        "threshold_at_95_tpr": float(threshold),
+        "threshold_at_95_tpr": threshold,
         "known_accepted": float((known <= threshold).mean()),
     }
 
@@ -234,7 +243,9 @@ def roc_points(known: np.ndarray, unknown: np.ndarray, max_points: int = 400) ->
     from sklearn.metrics import roc_curve
 
     is_known = np.r_[np.ones(len(known)), np.zeros(len(unknown))]
-    fpr, tpr, _ = roc_curve(is_known, -np.r_[known, unknown], drop_intermediate=True)
+    if len(known) == 0 or len(unknown) == 0:  # no curve without both kinds of images
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    fpr, tpr, _ = roc_curve(is_known, -finite_scores(np.r_[known, unknown]), drop_intermediate=True)
     if len(fpr) > max_points:
         keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, max_points).astype(int), len(fpr) - 1])
         fpr, tpr = fpr[keep], tpr[keep]

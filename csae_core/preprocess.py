@@ -92,6 +92,9 @@ def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: in
             images, labels = data.load_split(name, split, data_dir)
             xs[split] = (pad(images[:, None], image_size or MODEL_SIZE), labels)
         return xs["train"], xs.get("test"), list(data.DATASETS[name].class_names)
+    if not str(name).strip():  # Path("") is ".": the current folder would be read as an image folder
+        raise CSAEError("no dataset given (an empty name). Fix: --dataset mnist, fashion-mnist or a folder of "
+                        "class sub-folders.")
     root = Path(name)
     if not root.is_dir():
         raise CSAEError(f"unknown dataset {name!r}: use mnist, fashion-mnist or a folder of class sub-folders")
@@ -101,6 +104,9 @@ def load_dataset_tensors(name: str, data_dir=None, image_size: int = 0, seed: in
         te = data.ImageFolderDataset(root / "test", size=size, channels=3).load_all() if test else None
         return tr.load_all(), te, list(tr.class_names)
     ds = data.ImageFolderDataset(root, size=size, channels=3)
+    if len(ds) < 2:
+        raise CSAEError(f"image folder {root} holds {len(ds)} image(s): training needs at least 2 (9 of 10 to "
+                        f"train on, 1 of 10 to test). Fix: add images, or give train/ and test/ sub-folders.")
     images, labels = ds.load_all()
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     cut = max(1, len(perm) // 10)  # hold out 10% for testing, deterministically

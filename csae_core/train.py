@@ -61,7 +61,7 @@ class TrainConfig:
     pedcc_iters: int = 0  # 0: PEDCC in convergence mode (optimal centroids); N: the paper's fixed count
     stats_images: int = 0  # training images for the class latent statistics saved each epoch (0: all)
     device: str = "auto"  # auto | cpu | cuda
-    recipe: str = "paper"  # label stored in the checkpoint: "paper" or e.g. "cpu-short"
+    recipe: str = "custom"  # label stored in the checkpoint: "custom", or a zoo recipe ("paper", "cpu-short", ...)
     image_size: int = 0  # 0: 32 for the IDX datasets, 128 for image folders
     compile: str = "none"  # none | compile | cudagraph: fewer kernel launches per step (csae_core/fast_step.py)
 
@@ -85,12 +85,13 @@ class TrainConfig:
 
 
 # (field, lowest, highest) of the numeric settings; NaN fails every range. A negative grad clip or
-# warm-up would train backwards, a negative image count would slice from the end.
-_RANGES = (("lr", 0, 100), ("lr_step", 0, 1e9), ("momentum", 0, 1), ("weight_decay", 0, 1),
+# warm-up would train backwards, a negative image count would slice from the end; lr_step counts epochs
+# (the step schedule changes the lr once per epoch), so under 1 it means nothing.
+_RANGES = (("lr", 0, 100), ("lr_step", 1, 1e9), ("momentum", 0, 1), ("weight_decay", 0, 1),
            ("grad_clip", 0, 1e9), ("warmup_steps", 0, 10**9), ("epoch_images", 0, 10**9),
            ("test_images", 0, 10**9), ("stats_images", 0, 10**9), ("val_images", 0, 10**9), ("epochs", 1, 100_000),
            ("batch_size", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("pedcc_seed", 0, 2**31 - 1),
-           ("pedcc_iters", 0, 10**7), ("image_size", 0, 1024))
+           ("pedcc_iters", 0, 10**7), ("image_size", 0, 256))
 
 
 def _check_settings(cfg: TrainConfig) -> None:
@@ -100,6 +101,8 @@ def _check_settings(cfg: TrainConfig) -> None:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
             raise CSAEError(f"{name.replace('_', '-')} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    if not isinstance(cfg.dataset, str) or not cfg.dataset.strip():
+        raise CSAEError("dataset must be mnist, fashion-mnist or a folder of class sub-folders, got an empty name")
     if any(s < 1 for s in cfg.snapshots):
         raise CSAEError(f"snapshot epochs must be >= 1, got {list(cfg.snapshots)}")
 
@@ -137,7 +140,8 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1)
     """
     done = (epoch - 1) * steps_per_epoch + step  # optimizer steps before this one
     if cfg.schedule == "step":
-        lr = cfg.lr / 10 ** math.floor((epoch - 1) / cfg.lr_step)
+        # At most 10^300 (a tiny lr_step such as 0.003 would make 10^k overflow a float, OverflowError).
+        lr = cfg.lr / 10.0 ** min(300, math.floor((epoch - 1) / cfg.lr_step))
     else:
         t = min(1.0, done / max(1, cfg.epochs * steps_per_epoch))  # fraction of the run done
         lr = cfg.lr * (0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1 - t)
