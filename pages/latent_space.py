@@ -21,39 +21,47 @@ if not entries:
     widgets.no_models("the latent space view")
     st.stop()
 
-c = st.columns([3, 1, 1])
-entry = widgets.choose_model(entries, key="latent_model", where=c[0])
-how = c[1].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
-sizes = [500, 1000, 2000] if PROJECTIONS[how] == "tsne" else [500, 1000, 2000, 5000, 10_000]
-n = c[2].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
 
-folder = loaders.data_folder(entry.dataset)
-if folder is None:
-    widgets.no_dataset(entry.dataset)
-    st.stop()
+@st.fragment
+def view():
+    """The page below its title. A fragment (issue 19): a move of the model, projection or image-count picker
+    reruns this function only, not the app's navigation and the page top."""
+    c = st.columns([3, 1, 1])
+    entry = widgets.choose_model(entries, key="latent_model", where=c[0])
+    how = c[1].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
+    sizes = [500, 1000, 2000] if PROJECTIONS[how] == "tsne" else [500, 1000, 2000, 5000, 10_000]
+    n = c[2].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
 
-ckpt = widgets.load_or_stop(entry)
-z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
-centroids = ckpt.model.centroids.cpu().numpy() if entry.has_centroids else None
-if PROJECTIONS[how] == "tsne":
-    proj, proj_centroids = loaders.test_latents_tsne(entry.path, entry.dataset, folder, n)
-    titles = ["t-SNE 1", "t-SNE 2"]
-    note = "t-SNE distances between clusters carry no meaning; neighbourhoods do"
-else:
-    pca = geometry.fit_pca(z, PROJECTIONS[how])
-    proj, proj_centroids = pca.project(z), None if centroids is None else pca.project(centroids)
-    titles = [f"PC{i + 1} ({v:.0%} of the variance)" for i, v in enumerate(pca.explained)]
-    note = f"the first {len(pca.explained)} components explain {pca.explained.sum():.0%} of the latent variance"
-st.plotly_chart(figures.latent_scatter(proj, labels, ckpt.class_names, proj_centroids, titles), key="latent_fig")
-st.caption(f"{len(z)} test images of {entry.dataset}, {entry.long_label}; {note} (d = {z.shape[1]}).")
+    folder = loaders.data_folder(entry.dataset)
+    if folder is None:
+        widgets.no_dataset(entry.dataset)
+        st.stop()
 
-if centroids is not None:
-    with st.expander("How these codes classify: confusion matrix of the nearest centroid"):
-        predicted = np.linalg.norm(z[:, None] - centroids[None], axis=2).argmin(1)  # (n, classes) distances
-        k = len(ckpt.class_names)
-        table = pd.DataFrame(confusion_matrix(labels, predicted, labels=np.arange(k)),
-                             index=pd.Index(ckpt.class_names, name="true"),
-                             columns=pd.Index(ckpt.class_names, name="predicted"))
-        st.dataframe(table)
-        st.caption(f"Rows: true class, columns: nearest PEDCC centroid; {np.mean(predicted == labels):.2%} of these "
-                   f"{len(z)} test images on the diagonal.")
+    ckpt = widgets.load_or_stop(entry)
+    z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
+    centroids = ckpt.model.centroids.cpu().numpy() if entry.has_centroids else None
+    if PROJECTIONS[how] == "tsne":
+        proj, proj_centroids = loaders.test_latents_tsne(entry.path, entry.dataset, folder, n)
+        titles = ["t-SNE 1", "t-SNE 2"]
+        note = "t-SNE distances between clusters carry no meaning; neighbourhoods do"
+    else:
+        pca = geometry.fit_pca(z, PROJECTIONS[how])
+        proj, proj_centroids = pca.project(z), None if centroids is None else pca.project(centroids)
+        titles = [f"PC{i + 1} ({v:.0%} of the variance)" for i, v in enumerate(pca.explained)]
+        note = f"the first {len(pca.explained)} components explain {pca.explained.sum():.0%} of the latent variance"
+    st.plotly_chart(figures.latent_scatter(proj, labels, ckpt.class_names, proj_centroids, titles), key="latent_fig")
+    st.caption(f"{len(z)} test images of {entry.dataset}, {entry.long_label}; {note} (d = {z.shape[1]}).")
+
+    if centroids is not None:
+        with st.expander("How these codes classify: confusion matrix of the nearest centroid"):
+            predicted = np.linalg.norm(z[:, None] - centroids[None], axis=2).argmin(1)  # (n, classes) distances
+            k = len(ckpt.class_names)
+            table = pd.DataFrame(confusion_matrix(labels, predicted, labels=np.arange(k)),
+                                 index=pd.Index(ckpt.class_names, name="true"),
+                                 columns=pd.Index(ckpt.class_names, name="predicted"))
+            st.dataframe(table)
+            st.caption(f"Rows: true class, columns: nearest PEDCC centroid; {np.mean(predicted == labels):.2%} of "
+                       f"these {len(z)} test images on the diagonal.")
+
+
+view()

@@ -44,35 +44,47 @@ results = {p: app_openset.scores(p, dataset, known_folder, unknown, unknown_fold
 
 # ---------------------------------------------------------------- histogram at a threshold
 st.header("Scores of known and unknown images")
-row = st.columns([1, 1, 2])
-path = row[0].selectbox("Model", chosen, format_func=lambda p: models[p].label, key="openset_hist_model")
-score = row[1].selectbox("Score", list(results[path]), key=f"openset_score_{path}",
-                         help="; ".join(f"{k}: {v}" for k, v in openset.SCORE_DESCRIPTIONS.items()))
-s = results[path][score]
-t95 = openset.threshold_at_tpr(s["validation"])
-lo, hi = app_openset.slider_range(s)
-lo, hi = min(lo, t95), max(hi, t95)
-threshold = row[2].slider("Threshold: accept as known at or below", lo, hi, t95, step=(hi - lo) / 400,
-                          format="%.4g", key=f"openset_threshold_{path}_{score}_{unknown}")
-r = app_openset.rates(s, threshold)
-st.plotly_chart(app_openset.histogram_figure(s["test"], s["unknown"], threshold, t95, xtitle=score,
-                                             unknown_name=app_openset.title(unknown)), key="openset_hist")
-st.markdown(f"At this threshold **{r['known_accepted']:.1%}** of known test images are accepted (TPR) and "
-            f"**{r['unknown_accepted']:.1%}** of {app_openset.title(unknown)} are wrongly accepted as known (FPR).")
 
-# ---------------------------------------------------------------- ROC and table
-st.header("ROC curves")
-curves = {}
-for p in chosen:
-    for name in results[p]:
-        if p == path and name == score or name == openset.default_score(loaders.load_model(p).model):
-            sp = results[p][name]
-            curves[f"{models[p].label} · {name}"] = openset.roc_points(sp["test"], sp["unknown"])
-st.plotly_chart(app_openset.roc_figure(curves), key="openset_roc")
-n_known = {len(results[p][next(iter(results[p]))]["test"]) for p in chosen}
-st.caption(f"Each model's default score (and the one above). Live on evenly spaced subsets "
-           f"({', '.join(str(n) for n in sorted(n_known))} images per split); the full sets are in the table below.")
 
+@st.fragment
+def scores_view():
+    """Histogram at a threshold and ROC curves. A fragment (issue 19): moving the threshold (or picking
+    another model or score for the histogram) reruns this function only, not the page's scoring lookups."""
+    row = st.columns([1, 1, 2])
+    path = row[0].selectbox("Model", chosen, format_func=lambda p: models[p].label, key="openset_hist_model")
+    score = row[1].selectbox("Score", list(results[path]), key=f"openset_score_{path}",
+                             help="; ".join(f"{k}: {v}" for k, v in openset.SCORE_DESCRIPTIONS.items()))
+    s = results[path][score]
+    t95 = openset.threshold_at_tpr(s["validation"])
+    lo, hi = app_openset.slider_range(s)
+    lo, hi = min(lo, t95), max(hi, t95)
+    threshold = row[2].slider("Threshold: accept as known at or below", lo, hi, t95, step=(hi - lo) / 400,
+                              format="%.4g", key=f"openset_threshold_{path}_{score}_{unknown}")
+    r = app_openset.rates(s, threshold)
+    st.plotly_chart(app_openset.histogram_figure(s["test"], s["unknown"], threshold, t95, xtitle=score,
+                                                 unknown_name=app_openset.title(unknown)), key="openset_hist")
+    st.markdown(f"At this threshold **{r['known_accepted']:.1%}** of known test images are accepted (TPR) and "
+                f"**{r['unknown_accepted']:.1%}** of {app_openset.title(unknown)} are wrongly accepted as known "
+                "(FPR).")
+
+    # ---------------------------------------------------------------- ROC
+    st.header("ROC curves")
+    curves = {}
+    for p in chosen:
+        for name in results[p]:
+            if p == path and name == score or name == openset.default_score(loaders.load_model(p).model):
+                sp = results[p][name]
+                curves[f"{models[p].label} · {name}"] = openset.roc_points(sp["test"], sp["unknown"])
+    st.plotly_chart(app_openset.roc_figure(curves), key="openset_roc")
+    n_known = {len(results[p][next(iter(results[p]))]["test"]) for p in chosen}
+    st.caption(f"Each model's default score (and the one above). Live on evenly spaced subsets "
+               f"({', '.join(str(n) for n in sorted(n_known))} images per split); the full sets are in the table "
+               "below.")
+
+
+scores_view()
+
+# ---------------------------------------------------------------- table
 st.header("Table")
 st.dataframe(app_openset.metrics_rows({models[p].label: results[p] for p in chosen}), hide_index=True)
 zoo = app_openset.zoo_rows(dataset, unknown)
