@@ -2,9 +2,12 @@
 
 * Models: st.cache_resource, one copy per process shared by all users; nothing may mutate them
   (they are in eval mode and only ever run under no_grad).
-* Everything derived from a checkpoint is keyed by (path, mtime, size) of its JSON (`per_checkpoint`):
-  a checkpoint rewritten in place (the zoo re-exporting a model while the app runs) gets new entries,
-  and no other cache entry, of this user or another, is dropped. Old entries age out (max_entries).
+* Everything derived from a checkpoint is keyed by its JSON's sha256 (which records its weights' sha256),
+  with the JSON's (path, mtime, size) (`per_checkpoint`): a checkpoint rewritten in place (the zoo
+  re-exporting a model while the app runs) gets new entries and can never be served stale results, and
+  no other cache entry, of this user or another, is dropped. Old entries age out (max_entries).
+  What every visit needs (each view's default grids, open-set scores, latent codes) is computed into
+  these entries once per process at start-up by app/warmup.py.
 * Test images: st.cache_resource, one read-only uint8 copy per process, already padded to the models'
   32 px (st.cache_data would copy the 10 MB array on every call); converted to floats once, per batch,
   by csae_core.preprocess.
@@ -91,20 +94,34 @@ def _scan(folder: str, stamp: tuple) -> list[registry.ModelEntry]:
     return registry.scan(Path(folder))  # `stamp` (file mtimes and sizes) is only part of the key
 
 
-def checkpoint_stamp(path: str | None) -> tuple[int, int] | None:
-    """(mtime_ns, size) of a checkpoint JSON; None for no checkpoint or a missing file (loading then
-    raises the CSAEError that names the problem)."""
+def checkpoint_stamp(path: str | None) -> tuple[int, int, str] | None:
+    """(mtime_ns, size, sha256) of a checkpoint JSON; None for no checkpoint or a missing file (loading then
+    raises the CSAEError that names the problem). The sha256 is read once per file version (mtime, size)."""
     if path is None:
         return None
     try:
         s = os.stat(path)
     except OSError:
         return None
-    return s.st_mtime_ns, s.st_size
+    stamp = (path, s.st_mtime_ns, s.st_size)
+    sha = _sha256_memo.get(stamp)
+    if sha is None:
+        try:
+            with open(path, "rb") as f:
+                sha = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return None
+        if len(_sha256_memo) > 1024:
+            _sha256_memo.clear()
+        _sha256_memo[stamp] = sha
+    return s.st_mtime_ns, s.st_size, sha
+
+
+_sha256_memo: dict[tuple, str] = {}  # (path, mtime_ns, size) -> sha256 of the JSON bytes; process-wide, tiny
 
 
 def per_checkpoint(cached):
-    """`f(path, *args)` for a cached `cached(path, stamp, *args)`: the checkpoint file's (mtime, size)
+    """`f(path, *args)` for a cached `cached(path, stamp, *args)`: the checkpoint file's (mtime, size, sha256)
     joins the cache key, so a checkpoint rewritten in place is recomputed, and nothing else is dropped."""
     @functools.wraps(cached)
     def call(path, *args, **kwargs):

@@ -47,6 +47,8 @@ import streamlit_server  # noqa: E402 - benchmarks/streamlit_server.py, beside t
 PAGE = "reconstructions"
 SLIDER_LABEL = "β"  # the Reconstructions page's β select_slider
 SEED_LABEL = "Seed"
+WARMUP_LINE = "csae warm-up:"  # app/warmup.py's one line in the server log when it is done
+WARMUP_WAIT_S = 300
 
 
 @dataclass
@@ -71,6 +73,7 @@ class SessionResult:
     run_s: list[float] = field(default_factory=list)  # the same moves, until the script run finished
     errors: list[str] = field(default_factory=list)
     held: bool = False
+    cookie: str = ""  # the cookies it was given (behind deploy/serve's nginx: its sticky route)
 
 
 free_port = streamlit_server.free_port
@@ -161,24 +164,28 @@ def fetch(opener, base: str, url: str) -> int:
         return len(r.read())
 
 
-def open_browser(base: str):
+def open_browser(base: str, cookie: str = ""):
     """A urllib opener with its own cookie jar, after GETting the page as a browser does first (a proxy's
-    sticky-session cookie is set there); returns (opener, Cookie header value)."""
+    sticky-session cookie is set there; `cookie`, "name=value", is one the browser already had); returns
+    (opener, Cookie header value)."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    if cookie:
+        opener.addheaders = [("Cookie", cookie)]
     with opener.open(base + "/", timeout=30) as r:
         r.read()
-    return opener, "; ".join(f"{c.name}={c.value}" for c in jar)
+    return opener, "; ".join(f"{c.name}={c.value}" for c in jar) or cookie
 
 
 async def session(i: int, base: str, moves: int, timeout: float, start: asyncio.Event,
-                  distinct_images: bool) -> SessionResult:
+                  distinct_images: bool, cookie: str = "") -> SessionResult:
     from websockets.asyncio.client import connect
 
     res = SessionResult()
     state: dict = {}
     try:
-        opener, cookie = await asyncio.to_thread(open_browser, base)
+        opener, cookie = await asyncio.to_thread(open_browser, base, cookie)
+        res.cookie = cookie
         headers = {"Cookie": cookie} if cookie else None
         async with connect(base.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
                            additional_headers=headers, max_size=None, open_timeout=timeout,
@@ -235,11 +242,14 @@ async def session(i: int, base: str, moves: int, timeout: float, start: asyncio.
     return res
 
 
-async def load(base: str | int, n: int, moves: int, timeout: float, distinct_images: bool) -> list[SessionResult]:
-    """n sessions against `base` (a URL such as http://127.0.0.1:8080, or a loopback port), started together."""
+async def load(base: str | int, n: int, moves: int, timeout: float, distinct_images: bool,
+               cookie: str = "") -> list[SessionResult]:
+    """n sessions against `base` (a URL such as http://127.0.0.1:8080, or a loopback port), started together;
+    `cookie` ("name=value"): what each session's browser already holds."""
     base = f"http://127.0.0.1:{base}" if isinstance(base, int) else base.rstrip("/")
     start = asyncio.Event()
-    tasks = [asyncio.create_task(session(i, base, moves, timeout, start, distinct_images)) for i in range(n)]
+    tasks = [asyncio.create_task(session(i, base, moves, timeout, start, distinct_images, cookie))
+             for i in range(n)]
     await asyncio.sleep(0.5)  # let every websocket connect, then start them together
     start.set()
     return await asyncio.gather(*tasks)
@@ -278,6 +288,11 @@ def run_load(ns: list[int], moves: int, timeout: float, env: dict, distinct_imag
     try:
         if warmup:  # the first script run imports torch and plotly: a cold start, not load (bench_app.py has it)
             asyncio.run(load(url, 1, 1, timeout, distinct_images=False))
+            if proc is not None:  # and the server's warm-up thread (app/warmup.py): start-up work, not load
+                t0 = time.perf_counter()
+                done = streamlit_server.wait_log(proc, WARMUP_LINE, WARMUP_WAIT_S)
+                print(f"(server warm-up {'finished' if done else 'still running'} "
+                      f"{time.perf_counter() - t0:.1f} s after the first session)", flush=True)
         for n in ns:
             t0 = time.perf_counter()
             results = asyncio.run(load(url, n, moves, timeout, distinct_images))

@@ -2,6 +2,7 @@
 
     proc = start(port, env)   # returns once http://127.0.0.1:port/_stcore/health answers 200
     stop(proc)                # SIGTERM, then SIGKILL after 10 s
+    wait_log(proc, text, t)   # until its log (a temporary file unless start(log=...) was given) has `text`
 """
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ def log_tail(proc: subprocess.Popen, chars: int = 2000) -> str:
         return proc.log.read().decode(errors="replace")[-chars:]
     except (AttributeError, OSError, ValueError):
         return ""
+
+
+def wait_log(proc: subprocess.Popen, text: str, timeout: float) -> bool:
+    """Wait until the server's log (a start() log file) contains `text`; False after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log_tail(proc, 1 << 20):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def wait_healthy(proc: subprocess.Popen, port: int, timeout: float) -> bool:
