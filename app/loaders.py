@@ -26,6 +26,7 @@ import functools
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,10 @@ HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
 SESSION_MEMO = 64  # user-letter results remembered per session (oldest dropped first)
 THREADS_ENV = "CSAE_APP_THREADS"  # torch intra-op threads of the app process (default 1)
+# Model passes over test images run one at a time per process: 16 sessions opening Reconstructions at once
+# would otherwise put 16 torch threads on 2 cores, and every cheap rerun (another user's β move, a lookup)
+# would get a 16th of a core. Queued, the passes take the same total time and the moves keep a core.
+MODEL_PASSES = threading.BoundedSemaphore(1)
 
 
 def configure_torch() -> None:
@@ -197,7 +202,9 @@ def reconstruction(path: str, stamp, name: str, folder: str, indices: tuple[int,
                    split: str = "test") -> analysis.Recon:
     """Reconstructions and per-image MSE/PSNR of test images `indices` by the checkpoint at `path`."""
     images, _ = _split(name, split, folder)
-    return analysis.reconstruct(load_model(path).model, images[list(indices)])
+    model = load_model(path).model
+    with MODEL_PASSES:
+        return analysis.reconstruct(model, images[list(indices)])
 
 
 @per_checkpoint
@@ -221,6 +228,19 @@ def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int,
     return grids.png(grids.grid(row, nrow=len(indices)))
 
 
+def prefetch_grids(paths: list[str], name: str, folder: str, indices: tuple[int, ...], nrow: int) -> None:
+    """comparison_png of each checkpoint in `paths` for this image selection, so the next β move is a lookup;
+    once per session and selection (a move reruns the page, and its lookups need not run again)."""
+    done = st.session_state.setdefault("_prefetched_grids", set())
+    for path in paths:
+        key = (path, checkpoint_stamp(path), name, folder, indices, nrow)
+        if key not in done:
+            comparison_png(path, name, folder, indices, nrow)
+            if len(done) >= SESSION_MEMO:
+                done.clear()
+            done.add(key)
+
+
 # ---------------------------------------------------------------- latents
 
 @per_checkpoint
@@ -228,7 +248,9 @@ def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int,
 def test_latents(path: str, stamp, name: str, folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Latents (n, d) of the first n test images (a fixed, class-balanced-enough prefix) and their labels."""
     images, labels = _split(name, "test", folder)
-    return analysis.latents(load_model(path).model, images[:n]), labels[:n]
+    model = load_model(path).model
+    with MODEL_PASSES:
+        return analysis.latents(model, images[:n]), labels[:n]
 
 
 @per_checkpoint

@@ -88,9 +88,8 @@ def view():
     side_by_side(decoders, dataset, folder, key)
 
     # Warm the cache for the other β values after the page is drawn, so the next slider move is a lookup.
-    for e in decoders:
-        if e.kind == "csae" and e.path != entry.path:
-            loaders.comparison_png(e.path, dataset, folder, key, nrow)
+    loaders.prefetch_grids([e.path for e in decoders if e.kind == "csae" and e.path != entry.path],
+                           dataset, folder, key, nrow)
 
 
 def side_by_side(decoders, dataset, folder, key):
