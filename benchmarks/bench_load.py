@@ -288,7 +288,8 @@ def run_load(ns: list[int], moves: int, timeout: float, env: dict, distinct_imag
     try:
         if warmup:  # the first script run imports torch and plotly: a cold start, not load (bench_app.py has it)
             asyncio.run(load(url, 1, 1, timeout, distinct_images=False))
-            if proc is not None:  # and the server's warm-up thread (app/warmup.py): start-up work, not load
+            warm_on = env.get("CSAE_APP_WARMUP", "1").strip() != "0"
+            if proc is not None and warm_on:  # and the server's warm-up thread (app/warmup.py): start-up, not load
                 t0 = time.perf_counter()
                 done = streamlit_server.wait_log(proc, WARMUP_LINE, WARMUP_WAIT_S)
                 print(f"(server warm-up {'finished' if done else 'still running'} "
