@@ -140,9 +140,9 @@ def _open_set_defaults(entries) -> None:
     known_folder, unknown_folder = loaders.data_folder(dataset), loaders.data_folder(openset.UNKNOWN_SETS[unknown][0])
     models = [e for e in finals if e.dataset == dataset]
     preferred = registry.default_entry(models)
-    for e in models:
-        if e.kind == "basenet" or (preferred is not None and e.path == preferred.path):
-            app_openset.scores(e.path, dataset, known_folder, unknown, unknown_folder, app_openset.images_for(e.path))
+    start = [e for e in models if e.kind == "basenet" or (preferred is not None and e.path == preferred.path)]
+    for e in start or models[:1]:  # the page's default choice of models
+        app_openset.scores(e.path, dataset, known_folder, unknown, unknown_folder, app_openset.images_for(e.path))
 
 
 def _latent_defaults(entries) -> None:
