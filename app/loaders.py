@@ -2,9 +2,12 @@
 
 * Models: st.cache_resource, one copy per process shared by all users; nothing may mutate them
   (they are in eval mode and only ever run under no_grad).
-* Everything derived from a checkpoint is keyed by (path, mtime, size) of its JSON (`per_checkpoint`):
-  a checkpoint rewritten in place (the zoo re-exporting a model while the app runs) gets new entries,
-  and no other cache entry, of this user or another, is dropped. Old entries age out (max_entries).
+* Everything derived from a checkpoint is keyed by its JSON's sha256 (which records its weights' sha256),
+  with the JSON's (path, mtime, size) (`per_checkpoint`): a checkpoint rewritten in place (the zoo
+  re-exporting a model while the app runs) gets new entries and can never be served stale results, and
+  no other cache entry, of this user or another, is dropped. Old entries age out (max_entries).
+  What every visit needs (each view's default grids, open-set scores, latent codes) is computed into
+  these entries once per process at start-up by app/warmup.py.
 * Test images: st.cache_resource, one read-only uint8 copy per process, already padded to the models'
   32 px (st.cache_data would copy the 10 MB array on every call); converted to floats once, per batch,
   by csae_core.preprocess.
@@ -23,6 +26,7 @@ import functools
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,10 @@ HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
 SESSION_MEMO = 64  # user-letter results remembered per session (oldest dropped first)
 THREADS_ENV = "CSAE_APP_THREADS"  # torch intra-op threads of the app process (default 1)
+# Model passes over test images run one at a time per process: 16 sessions opening Reconstructions at once
+# would otherwise put 16 torch threads on 2 cores, and every cheap rerun (another user's β move, a lookup)
+# would get a 16th of a core. Queued, the passes take the same total time and the moves keep a core.
+MODEL_PASSES = threading.BoundedSemaphore(1)
 
 
 def configure_torch() -> None:
@@ -98,20 +106,34 @@ def _scan(folder: str, stamp: tuple) -> list[registry.ModelEntry]:
     return registry.scan(Path(folder))  # `stamp` (file mtimes and sizes) is only part of the key
 
 
-def checkpoint_stamp(path: str | None) -> tuple[int, int] | None:
-    """(mtime_ns, size) of a checkpoint JSON; None for no checkpoint or a missing file (loading then
-    raises the CSAEError that names the problem)."""
+def checkpoint_stamp(path: str | None) -> tuple[int, int, str] | None:
+    """(mtime_ns, size, sha256) of a checkpoint JSON; None for no checkpoint or a missing file (loading then
+    raises the CSAEError that names the problem). The sha256 is read once per file version (mtime, size)."""
     if path is None:
         return None
     try:
         s = os.stat(path)
     except OSError:
         return None
-    return s.st_mtime_ns, s.st_size
+    stamp = (path, s.st_mtime_ns, s.st_size)
+    sha = _sha256_memo.get(stamp)
+    if sha is None:
+        try:
+            with open(path, "rb") as f:
+                sha = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return None
+        if len(_sha256_memo) > 1024:
+            _sha256_memo.clear()
+        _sha256_memo[stamp] = sha
+    return s.st_mtime_ns, s.st_size, sha
+
+
+_sha256_memo: dict[tuple, str] = {}  # (path, mtime_ns, size) -> sha256 of the JSON bytes; process-wide, tiny
 
 
 def per_checkpoint(cached):
-    """`f(path, *args)` for a cached `cached(path, stamp, *args)`: the checkpoint file's (mtime, size)
+    """`f(path, *args)` for a cached `cached(path, stamp, *args)`: the checkpoint file's (mtime, size, sha256)
     joins the cache key, so a checkpoint rewritten in place is recomputed, and nothing else is dropped."""
     @functools.wraps(cached)
     def call(path, *args, **kwargs):
@@ -202,7 +224,9 @@ def reconstruction(path: str, stamp, name: str, folder: str, indices: tuple[int,
                    split: str = "test") -> analysis.Recon:
     """Reconstructions and per-image MSE/PSNR of test images `indices` by the checkpoint at `path`."""
     images, _ = _split(name, split, folder)
-    return analysis.reconstruct(load_model(path).model, images[list(indices)])
+    model = load_model(path).model
+    with MODEL_PASSES:
+        return analysis.reconstruct(model, images[list(indices)])
 
 
 @per_checkpoint
@@ -226,6 +250,19 @@ def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int,
     return grids.row_png(row)
 
 
+def prefetch_grids(paths: list[str], name: str, folder: str, indices: tuple[int, ...], nrow: int) -> None:
+    """comparison_png of each checkpoint in `paths` for this image selection, so the next β move is a lookup;
+    once per session and selection (a move reruns the page, and its lookups need not run again)."""
+    done = st.session_state.setdefault("_prefetched_grids", set())
+    for path in paths:
+        key = (path, checkpoint_stamp(path), name, folder, indices, nrow)
+        if key not in done:
+            comparison_png(path, name, folder, indices, nrow)
+            if len(done) >= SESSION_MEMO:
+                done.clear()
+            done.add(key)
+
+
 # ---------------------------------------------------------------- latents
 
 @per_checkpoint
@@ -233,7 +270,9 @@ def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int,
 def test_latents(path: str, stamp, name: str, folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Latents (n, d) of the first n test images (a fixed, class-balanced-enough prefix) and their labels."""
     images, labels = _split(name, "test", folder)
-    return analysis.latents(load_model(path).model, images[:n]), labels[:n]
+    model = load_model(path).model
+    with MODEL_PASSES:
+        return analysis.latents(model, images[:n]), labels[:n]
 
 
 @per_checkpoint

@@ -204,3 +204,10 @@ def verdict_controls(entries: list, dataset: str, where=None):
                                help=f"Starts at {t95:.3f}: the distance that keeps 95 % of the known validation "
                                     f"images (the last {openset.VALIDATION_IMAGES:,} training images).")
     return by_path[path], threshold
+
+
+def default_models(entries: list) -> list:
+    """The Open set view's first choice among one dataset's models: those with class logits (Basenet) and
+    the default CSAE, else the first (the warm-up precomputes exactly these)."""
+    preferred = registry.default_entry(entries)
+    return [e for e in entries if e.has_logits or (preferred and e.path == preferred.path)] or entries[:1]

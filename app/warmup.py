@@ -1,15 +1,19 @@
 """Warm the explorer's process-wide caches in the background, so the first visit to Reconstructions is a lookup.
 
 `start()` is called by the entrypoint on every script run and does its work once per server process, in a
-daemon thread, without delaying the page that triggered it: it imports torch and the model code, loads the
-decoders the Reconstructions page loads, parses the default dataset's test images and renders the page's
-default grid (default dataset, its second β, 32 random test images, seed 0) into the same st.cache_* entries
-the page reads. Streamlit caches compute each key once (a page asking for a key the thread is computing
+daemon thread at a lower CPU priority (nice +10), without delaying the page that triggered it: it imports
+torch and the model code, parses the default dataset's test images and renders the Reconstructions page's
+default grid (default dataset, its second β, 32 random test images, seed 0), then precomputes what the
+first visit to each view needs, per checkpoint, into the same st.cache_* entries the pages read (keyed by
+the checkpoint's sha256, app/loaders.py): the default grid for every other β, the Open set view's default
+scores (known validation/test and unknown images), the Latent space view's default latent codes; last it
+loads every other decoder. Streamlit caches compute each key once (a page asking for a key the thread is computing
 waits for it instead of computing it again). Everything here is best effort: a failure only means the page
 computes that piece itself.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -31,6 +35,9 @@ class _QuietWarmupThread(logging.Filter):
         return record.threadName != THREAD_NAME
 
 
+PRIORITY = 10  # niceness of the warm-up thread: sessions' own work goes first
+
+
 def start() -> bool:
     """Start the warm-up thread unless it already ran in this process; True when this call started it."""
     global _thread
@@ -48,11 +55,21 @@ def start() -> bool:
 def warm() -> dict:
     """Do the warm-up now (in the calling thread); returns ``report``."""
     t0 = time.perf_counter()
+    if threading.current_thread().name == THREAD_NAME:
+        try:  # Linux: a thread's own niceness (torch runs the thread's ops in it: intra-op threads are 1)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRIORITY)
+        except (AttributeError, OSError):
+            pass
     try:
         _warm(t0)
     except Exception as e:  # noqa: BLE001 - best effort: the page computes what is missing
         report["error"] = f"{type(e).__name__}: {e}"
     finally:
+        # Modules, models and caches live as long as the process: move them out of the GC's sight, so a full
+        # collection (Python's own, now that .streamlit/config.toml turns Streamlit's per-run one off) scans
+        # only what sessions allocate since. Costs a full collection now, once.
+        gc.collect()
+        gc.freeze()
         report["seconds"] = round(time.perf_counter() - t0, 3)
         done.set()
         print(f"csae warm-up: {report}", file=sys.stderr, flush=True)  # one line in the server's log
@@ -83,10 +100,55 @@ def _warm(t0: float) -> None:
     loaders.comparison_png(entry.path, dataset, folder, key, 8)
     loaders.reconstruction(entry.path, dataset, folder, key)
     report.update(dataset=dataset, model=entry.path, grid=round(time.perf_counter() - t0, 3))
-    # Then what the page loads besides (every decoder it lists), the default dataset's first.
+    # The grids of the other β values (the page prefetches them after its first draw), then the other views.
+    for b in betas:
+        snaps = registry.snapshots(entries, dataset, "csae", b)
+        _step("grids", t0, loaders.comparison_png, snaps[max(snaps)].path, dataset, folder, key, 8)
+    _step("open_set", t0, _open_set_defaults, entries)
+    _step("latents", t0, _latent_defaults, entries)
+    # Then what the Reconstructions page loads besides (every decoder it lists), the default dataset's first.
     for e in sorted(decoders, key=lambda e: e.dataset != dataset):
-        try:
-            loaders.load_model(e.path)
-        except Exception:  # noqa: BLE001 - the page names a checkpoint that cannot be loaded
-            continue
+        _step("decoders", t0, loaders.load_model, e.path)
     report["models"] = len(decoders)
+
+
+def _step(name: str, t0: float, fn, *args) -> None:
+    """fn(*args), best effort; report[name] = seconds since the start when the last such step ended."""
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - the page shows the problem itself (e.g. a checkpoint that cannot load)
+        report[f"{name}_error"] = f"{type(e).__name__}: {e}"
+    report[name] = round(time.perf_counter() - t0, 3)
+
+
+def _open_set_defaults(entries) -> None:
+    """The Open set view's first draw: its default dataset and unknown set, the scores of its default models
+    (Basenet and the default CSAE) on the known validation/test and unknown images."""
+    from app import loaders, registry
+    from app import openset as app_openset
+    from csae_core import data, openset
+
+    finals = registry.finals(entries)
+    datasets = [d for d in registry.datasets(finals) if d in data.DATASETS and loaders.data_folder(d)]
+    if not datasets:
+        return
+    dataset = datasets[0]
+    choices = app_openset.unknown_choices(dataset)
+    if not choices:
+        return
+    unknown = choices[0]
+    known_folder, unknown_folder = loaders.data_folder(dataset), loaders.data_folder(openset.UNKNOWN_SETS[unknown][0])
+    models = [e for e in finals if e.dataset == dataset]
+    for e in app_openset.default_models(models):  # the page's default choice of models
+        app_openset.scores(e.path, dataset, known_folder, unknown, unknown_folder, app_openset.images_for(e.path))
+
+
+def _latent_defaults(entries) -> None:
+    """The Latent space view's first draw: the default model's codes of its first 1,000 test images."""
+    from app import loaders, registry
+
+    finals = registry.finals(entries)
+    entry = registry.default_entry(finals) or (finals[0] if finals else None)
+    folder = entry and loaders.data_folder(entry.dataset)
+    if folder:
+        loaders.test_latents(entry.path, entry.dataset, folder, 1000)

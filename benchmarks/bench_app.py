@@ -123,7 +123,10 @@ def bench_cold_start(env: dict, flow: str = "direct", read_seconds: float = 5.0)
     """
     t0 = time.perf_counter()
     try:
-        proc, url = streamlit_server.start(env, log=env.get("BENCH_SERVER_LOG"))
+        port = streamlit_server.free_port()
+        log = env.get("BENCH_SERVER_LOG")
+        proc = streamlit_server.start(port, env, log=open(log, "wb") if log else None)
+        url = f"http://127.0.0.1:{port}"
     except RuntimeError as e:
         raise SystemExit(str(e)) from None
     out: dict = {}

@@ -2,12 +2,19 @@
 
     python benchmarks/bench_load.py                      # N = 1, 4, 16 on the real zoo in checkpoints/
     python benchmarks/bench_load.py --sessions 4 --moves 3 --checkpoints-dir D --data-dir E
+    python benchmarks/bench_load.py --sessions 64 --url http://127.0.0.1:8080   # a running server or deploy/serve
 
 Each session speaks Streamlit's own protocol, as a browser tab does, on loopback only: a websocket to
 /_stcore/stream (subprotocol "streamlit"), BackMsg protobufs up (rerun_script with the page name and the
 widget states), ForwardMsg protobufs down (deltas, script_finished). A session opens the Reconstructions
 page, picks its own image seed (so every session computes its own grids, as different users would), then
-moves the β slider `--moves` times. All sessions start together and move concurrently.
+moves the β slider `--moves` times. All sessions start together and move concurrently. A move is sent as
+the browser sends it: when the slider sits in an st.fragment (the delta names its fragment id), the rerun
+request names that fragment, so the server reruns the fragment only.
+
+With `--url` the sessions go to a server that is already running (e.g. nginx in front of several processes,
+deploy/serve). Each session first GETs the page, as a browser does, and keeps the cookies it is given (the
+proxy's sticky-session cookie), so its websocket and its image fetches reach the same process.
 
 Per slider move it measures the time from sending the new widget state to having the new comparison grid:
 its delta received (an image whose media URL differs from the previous grid) and its PNG fetched over
@@ -23,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.cookiejar
 import json
 import os
-import statistics
 import sys
 import time
 import urllib.request
@@ -33,9 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import streamlit_server  # noqa: E402 - benchmarks/streamlit_server.py, beside this file
+
 PAGE = "reconstructions"
 SLIDER_LABEL = "β"  # the Reconstructions page's β select_slider
 SEED_LABEL = "Seed"
+WARMUP_LINE = "csae warm-up:"  # app/warmup.py's one line in the server log when it is done
+WARMUP_WAIT_S = 300
 
 
 @dataclass
@@ -43,6 +55,7 @@ class Run:
     """What one script run sent down: the β slider, the seed input, the first image (the grid), problems."""
 
     slider: object | None = None
+    fragment_id: str = ""  # the st.fragment the slider sits in ("" for none)
     seed: object | None = None
     grid_url: str | None = None
     grid_at: float | None = None  # perf_counter when the grid's delta arrived
@@ -59,22 +72,20 @@ class SessionResult:
     run_s: list[float] = field(default_factory=list)  # the same moves, until the script run finished
     errors: list[str] = field(default_factory=list)
     held: bool = False
+    cookie: str = ""  # the cookies it was given (behind deploy/serve's nginx: its sticky route)
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from streamlit_server import free_port, stop  # noqa: E402  (benchmarks/streamlit_server.py)
-from streamlit_server import start as _start  # noqa: E402
+free_port = streamlit_server.free_port
 
 
 def start_server(port: int, env: dict, timeout: float = 120):
-    """`streamlit run app/explorer.py` on 127.0.0.1:port, headless; returns once /_stcore/health answers."""
-    return _start(env, port=port, timeout=timeout)[0]
+    return streamlit_server.start(port, env, timeout)
 
 
-stop_server = stop
+stop_server = streamlit_server.stop
 
 
-def rerun_msg(widgets: list, page_hash: str = "") -> bytes:
+def rerun_msg(widgets: list, page_hash: str = "", fragment_id: str = "") -> bytes:
     from streamlit.proto.BackMsg_pb2 import BackMsg
 
     msg = BackMsg()
@@ -82,6 +93,8 @@ def rerun_msg(widgets: list, page_hash: str = "") -> bytes:
     cs.page_name = PAGE
     if page_hash:
         cs.page_script_hash = page_hash
+    if fragment_id:  # what the browser sends for a widget inside an st.fragment: rerun that fragment only
+        cs.fragment_id = fragment_id
     for w in widgets:
         cs.widget_states.widgets.append(w)
     return msg.SerializeToString()
@@ -124,6 +137,7 @@ async def read_run(ws, timeout: float, state: dict) -> Run:
             etype = el.WhichOneof("type")
             if etype == "slider" and el.slider.label.startswith(SLIDER_LABEL):
                 run.slider = el.slider
+                run.fragment_id = fm.delta.fragment_id
             elif etype == "number_input" and el.number_input.label == SEED_LABEL:
                 run.seed = el.number_input
             elif etype == "imgs" and run.grid_url is None and el.imgs.imgs:
@@ -143,21 +157,38 @@ async def read_run(ws, timeout: float, state: dict) -> Run:
                 return run
 
 
-def fetch(base: str, url: str) -> int:
-    with urllib.request.urlopen(base + url if url.startswith("/") else url, timeout=30) as r:
+def fetch(opener, base: str, url: str) -> int:
+    """GET a media URL (relative to the server) with this session's cookies; returns its size."""
+    with opener.open(base + url if url.startswith("/") else url, timeout=30) as r:
         return len(r.read())
 
 
-async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.Event,
-                  distinct_images: bool) -> SessionResult:
+def open_browser(base: str, cookie: str = ""):
+    """A urllib opener with its own cookie jar, after GETting the page as a browser does first (a proxy's
+    sticky-session cookie is set there; `cookie`, "name=value", is one the browser already had); returns
+    (opener, Cookie header value)."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    if cookie:
+        opener.addheaders = [("Cookie", cookie)]
+    with opener.open(base + "/", timeout=30) as r:
+        r.read()
+    return opener, "; ".join(f"{c.name}={c.value}" for c in jar) or cookie
+
+
+async def session(i: int, base: str, moves: int, timeout: float, start: asyncio.Event,
+                  distinct_images: bool, cookie: str = "") -> SessionResult:
     from websockets.asyncio.client import connect
 
     res = SessionResult()
-    base = f"http://127.0.0.1:{port}"
     state: dict = {}
     try:
-        async with connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
-                           max_size=None, open_timeout=timeout, ping_interval=None) as ws:
+        opener, cookie = await asyncio.to_thread(open_browser, base, cookie)
+        res.cookie = cookie
+        headers = {"Cookie": cookie} if cookie else None
+        async with connect(base.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
+                           additional_headers=headers, max_size=None, open_timeout=timeout,
+                           ping_interval=None) as ws:
             await start.wait()
             t0 = time.perf_counter()
             await ws.send(rerun_msg([]))
@@ -171,12 +202,13 @@ async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.
                 await ws.send(rerun_msg(widgets, state.get("page_hash", "")))
                 run2 = await read_run(ws, timeout, state)
                 res.errors += run2.problems
-                run = Run(slider=run2.slider or run.slider, seed=run2.seed, grid_url=run2.grid_url or run.grid_url)
+                run = Run(slider=run2.slider or run.slider, fragment_id=run2.fragment_id if run2.slider else
+                          run.fragment_id, seed=run2.seed, grid_url=run2.grid_url or run.grid_url)
             else:
                 widgets = []
-            await asyncio.to_thread(fetch, base, run.grid_url)
+            await asyncio.to_thread(fetch, opener, base, run.grid_url)
             res.open_s = time.perf_counter() - t0
-            slider, grid = run.slider, run.grid_url
+            slider, grid, fragment = run.slider, run.grid_url, run.fragment_id
             options = list(slider.options)
             current = options[int(slider.default[0])] if slider.default else options[0]
             for m in range(moves):
@@ -184,7 +216,8 @@ async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.
                 if target == current:
                     target = options[(options.index(current) + 1) % len(options)]
                 t0 = time.perf_counter()
-                await ws.send(rerun_msg([*widgets, slider_state(slider, target)], state.get("page_hash", "")))
+                await ws.send(rerun_msg([*widgets, slider_state(slider, target)], state.get("page_hash", ""),
+                                        fragment))
                 run = await read_run(ws, timeout, state)
                 res.errors += run.problems
                 if run.grid_url is None or run.grid_url == grid:
@@ -192,10 +225,11 @@ async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.
                     continue
                 res.delta_s.append(run.grid_at - t0)
                 res.run_s.append(run.finished_at - t0)
-                await asyncio.to_thread(fetch, base, run.grid_url)
+                await asyncio.to_thread(fetch, opener, base, run.grid_url)
                 res.moves_s.append(time.perf_counter() - t0)
                 grid, current = run.grid_url, target
                 slider = run.slider or slider
+                fragment = run.fragment_id if run.slider else fragment
             # Held: still connected and still answering a rerun at the end.
             await ws.send(rerun_msg([*widgets, slider_state(slider, current)], state.get("page_hash", "")))
             final = await read_run(ws, timeout, state)
@@ -207,9 +241,14 @@ async def session(i: int, port: int, moves: int, timeout: float, start: asyncio.
     return res
 
 
-async def load(port: int, n: int, moves: int, timeout: float, distinct_images: bool) -> list[SessionResult]:
+async def load(base: str | int, n: int, moves: int, timeout: float, distinct_images: bool,
+               cookie: str = "") -> list[SessionResult]:
+    """n sessions against `base` (a URL such as http://127.0.0.1:8080, or a loopback port), started together;
+    `cookie` ("name=value"): what each session's browser already holds."""
+    base = f"http://127.0.0.1:{base}" if isinstance(base, int) else base.rstrip("/")
     start = asyncio.Event()
-    tasks = [asyncio.create_task(session(i, port, moves, timeout, start, distinct_images)) for i in range(n)]
+    tasks = [asyncio.create_task(session(i, base, moves, timeout, start, distinct_images, cookie))
+             for i in range(n)]
     await asyncio.sleep(0.5)  # let every websocket connect, then start them together
     start.set()
     return await asyncio.gather(*tasks)
@@ -237,20 +276,30 @@ def summarise(n: int, results: list[SessionResult], wall: float) -> dict:
 
 
 def run_load(ns: list[int], moves: int, timeout: float, env: dict, distinct_images: bool = True,
-             warmup: bool = True) -> list[dict]:
-    """One fresh server; for each N, N sessions at once. Returns one summary row per N."""
-    port = free_port()
-    proc = start_server(port, env)
+             warmup: bool = True, url: str | None = None) -> list[dict]:
+    """One fresh server (or the one running at `url`); for each N, N sessions at once. One summary row per N."""
+    proc = None
+    if url is None:
+        port = free_port()
+        proc = start_server(port, env)
+        url = f"http://127.0.0.1:{port}"
     rows = []
     try:
         if warmup:  # the first script run imports torch and plotly: a cold start, not load (bench_app.py has it)
-            asyncio.run(load(port, 1, 1, timeout, distinct_images=False))
+            asyncio.run(load(url, 1, 1, timeout, distinct_images=False))
+            warm_on = env.get("CSAE_APP_WARMUP", "1").strip() != "0"
+            if proc is not None and warm_on:  # and the server's warm-up thread (app/warmup.py): start-up, not load
+                t0 = time.perf_counter()
+                done = streamlit_server.wait_log(proc, WARMUP_LINE, WARMUP_WAIT_S)
+                print(f"(server warm-up {'finished' if done else 'still running'} "
+                      f"{time.perf_counter() - t0:.1f} s after the first session)", flush=True)
         for n in ns:
             t0 = time.perf_counter()
-            results = asyncio.run(load(port, n, moves, timeout, distinct_images))
+            results = asyncio.run(load(url, n, moves, timeout, distinct_images))
             rows.append(summarise(n, results, time.perf_counter() - t0))
     finally:
-        stop_server(proc)
+        if proc is not None:
+            stop_server(proc)
     return rows
 
 
@@ -278,6 +327,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", help="CSAE_DATA_DIR for the server")
     p.add_argument("--same-images", action="store_true", help="all sessions on the same images (shared cache)")
     p.add_argument("--json", help="write the rows here")
+    p.add_argument("--url", help="a running server or proxy (e.g. http://127.0.0.1:8080 from deploy/serve) "
+                                 "instead of a fresh server; its own checkpoints and data then count")
+    p.add_argument("--no-warmup", action="store_true", help="no single warm-up session before the measured ones")
     a = p.parse_args(argv)
     if any(n < 1 or n > 256 for n in a.sessions) or not 1 <= a.moves <= 100 or not 1 <= a.timeout <= 3600:
         print("error: --sessions in 1..256, --moves in 1..100, --timeout in 1..3600", file=sys.stderr)
@@ -287,15 +339,17 @@ def main(argv=None) -> int:
         env["CSAE_CHECKPOINTS_DIR"] = str(Path(a.checkpoints_dir).resolve())
     if a.data_dir:
         env["CSAE_DATA_DIR"] = str(Path(a.data_dir).resolve())
-    rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images)
+    rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images,
+                    warmup=not a.no_warmup, url=a.url)
     print(table(rows))
     for r in rows:
         for e in r["error_examples"]:
             print(f"  N={r['sessions']} error: {e}")
     load1 = os.getloadavg()[0]
-    print(f"(loopback, {os.cpu_count()} cores, load average {load1:.1f} at the end)")
+    where = a.url or "a fresh server process"
+    print(f"({where}, loopback, {os.cpu_count()} cores, load average {load1:.1f} at the end)")
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "cores": os.cpu_count(), "load": load1,
+        Path(a.json).write_text(json.dumps({"rows": rows, "cores": os.cpu_count(), "load": load1, "url": a.url,
                                             "distinct_images": not a.same_images, "moves": a.moves}, indent=1))
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 

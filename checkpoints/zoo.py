@@ -546,29 +546,10 @@ def main(argv=None) -> None:
 
 
 def cli(argv=None) -> int:
-    """main() with the CLI's contract: a problem is one line on stderr and exit code 2, never a traceback
-    ($CSAE_DEBUG=1 prints the traceback of an unexpected error)."""
-    import os
-    import sys
-    import traceback
+    """main() with the CLI's contract: a problem is one line on stderr and exit code 2, never a traceback."""
+    from csae_core.cli import run_with_one_line_errors
 
-    from csae_core.errors import CSAEError
-
-    try:
-        main(argv)
-    except CSAEError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - a bug or an unchecked input: one line, not a traceback
-        if os.environ.get("CSAE_DEBUG", "").strip() not in ("", "0"):
-            traceback.print_exc()
-        text = " ".join(str(e).split())[:300]
-        print(f"error: unexpected {type(e).__name__}: {text}. Run with CSAE_DEBUG=1 to see where.", file=sys.stderr)
-        return 2
-    return 0
+    return run_with_one_line_errors(lambda: main(argv))
 
 
 if __name__ == "__main__":

@@ -408,12 +408,11 @@ def _add_checkpoint_commands(sub) -> None:
 DEBUG_VAR = "CSAE_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
-    command = next((x for x in argv if not x.startswith("-")), None)
+def run_with_one_line_errors(fn) -> int:
+    """Run fn() under the CLI's contract (also `checkpoints/zoo.py`'s): a problem is one line on stderr and exit
+    code 2, never a traceback ($CSAE_DEBUG=1 prints the traceback of an unexpected error)."""
     try:
-        args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
-        args.func(args)
+        fn()
     except CSAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -430,3 +429,13 @@ def main(argv=None) -> int:
               f"or an input it does not yet check; run with {DEBUG_VAR}=1 to see where.", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    command = next((x for x in argv if not x.startswith("-")), None)
+
+    def run():
+        args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
+        args.func(args)
+    return run_with_one_line_errors(run)

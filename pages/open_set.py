@@ -30,8 +30,7 @@ unknown_folder = app_openset.unknown_folder(unknown)
 models = {e.path: e for e in widgets.loadable([e for e in entries if e.dataset == dataset])}
 if not models:
     st.stop()
-preferred = registry.default_entry(list(models.values()))
-start = [p for p, e in models.items() if e.has_logits or (preferred and p == preferred.path)] or list(models)[:1]
+start = [e.path for e in app_openset.default_models(list(models.values()))]
 chosen = top[2].multiselect("Models", list(models), default=start, format_func=lambda p: models[p].label,
                             key=f"openset_models_{dataset}")
 if not chosen:
@@ -43,30 +42,40 @@ results = {p: app_openset.scores(p, dataset, known_folder, unknown, unknown_fold
 
 # ---------------------------------------------------------------- histogram at a threshold
 st.header("Scores of known and unknown images")
-row = st.columns([1, 1, 2])
-path = row[0].selectbox("Model", chosen, format_func=lambda p: models[p].label, key="openset_hist_model")
-score = row[1].selectbox("Score", list(results[path]), key=f"openset_score_{path}",
-                         help=app_openset.score_help())
-s = results[path][score]
-t95 = app_openset.threshold95(s)
-lo, hi = app_openset.slider_range(s)
-lo, hi = min(lo, t95), max(hi, t95)
-threshold = row[2].slider("Threshold: accept as known at or below", lo, hi, t95, step=(hi - lo) / 400,
-                          format="%.4g", key=f"openset_threshold_{path}_{score}_{unknown}")
-r = app_openset.rates(s, threshold)
-st.plotly_chart(app_openset.histogram_figure(s["test"], s["unknown"], threshold, t95, xtitle=score,
-                                             unknown_name=app_openset.title(unknown)), key="openset_hist")
-st.markdown(f"At this threshold **{r['known_accepted']:.1%}** of known test images are accepted (TPR) and "
-            f"**{r['unknown_accepted']:.1%}** of {app_openset.title(unknown)} are wrongly accepted as known (FPR).")
 
-# ---------------------------------------------------------------- ROC and table
-st.header("ROC curves")
-curves = app_openset.roc_curves(results, {p: models[p].label for p in chosen}, (path, score))
-st.plotly_chart(app_openset.roc_figure(curves), key="openset_roc")
-n_known = {len(results[p][next(iter(results[p]))]["test"]) for p in chosen}
-st.caption(f"Each model's default score (and the one above). Live on evenly spaced subsets "
-           f"({', '.join(str(n) for n in sorted(n_known))} images per split); the full sets are in the table below.")
 
+@st.fragment
+def scores_view():
+    """Histogram at a threshold and ROC curves. A fragment (issue 19): moving the threshold (or picking
+    another model or score for the histogram) reruns this function only, not the page's scoring lookups."""
+    row = st.columns([1, 1, 2])
+    path = row[0].selectbox("Model", chosen, format_func=lambda p: models[p].label, key="openset_hist_model")
+    score = row[1].selectbox("Score", list(results[path]), key=f"openset_score_{path}",
+                             help=app_openset.score_help())
+    s = results[path][score]
+    t95 = app_openset.threshold95(s)
+    lo, hi = app_openset.slider_range(s)
+    lo, hi = min(lo, t95), max(hi, t95)
+    threshold = row[2].slider("Threshold: accept as known at or below", lo, hi, t95, step=(hi - lo) / 400,
+                              format="%.4g", key=f"openset_threshold_{path}_{score}_{unknown}")
+    r = app_openset.rates(s, threshold)
+    st.plotly_chart(app_openset.histogram_figure(s["test"], s["unknown"], threshold, t95, xtitle=score,
+                                                 unknown_name=app_openset.title(unknown)), key="openset_hist")
+    st.markdown(f"At this threshold **{r['known_accepted']:.1%}** of known test images are accepted (TPR) and "
+                f"**{r['unknown_accepted']:.1%}** of {app_openset.title(unknown)} are wrongly accepted as known (FPR).")
+
+    # ---------------------------------------------------------------- ROC
+    st.header("ROC curves")
+    curves = app_openset.roc_curves(results, {p: models[p].label for p in chosen}, (path, score))
+    st.plotly_chart(app_openset.roc_figure(curves), key="openset_roc")
+    n_known = {len(results[p][next(iter(results[p]))]["test"]) for p in chosen}
+    st.caption(f"Each model's default score (and the one above). Live on evenly spaced subsets "
+               f"({', '.join(str(n) for n in sorted(n_known))} images per split); the full sets are in the table below.")
+
+
+scores_view()
+
+# ---------------------------------------------------------------- table
 st.header("Table")
 st.dataframe(app_openset.metrics_rows({models[p].label: results[p] for p in chosen}), hide_index=True)
 zoo = app_openset.zoo_rows(dataset, unknown)
