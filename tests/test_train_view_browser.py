@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from test_app_browser import CHROMIUM, TIMEOUT_MS, _free_port
+from test_app_browser import CHROMIUM, TIMEOUT_MS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
@@ -27,33 +28,10 @@ def train_server(app_fixture, tmp_path):
     user.mkdir()
     speeds = {training_plan.speed_key(training_plan.Plan(dataset="mnist", recipe=r)): 100.0 for r in ("quick", "tiny")}
     (user / "speed.json").write_text(json.dumps(speeds))  # no speed measurement in the test
-    port = _free_port()
     env = {**os.environ, "CSAE_CHECKPOINTS_DIR": str(app_fixture["checkpoints"]), "CSAE_DATA_DIR": str(app_fixture["data"]),
            "CSAE_USER_MODELS_DIR": str(user), "CSAE_TRAIN_THREADS": "1", "CSAE_APP_WARMUP": "0"}
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("streamlit")), "run", "app/explorer.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "streamlit.log").read_text()[-2000:]
-            time.sleep(0.3)
+    with streamlit_server.running(env, log=tmp_path / "streamlit.log", timeout=60) as url:
         yield url, user
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_train_in_a_real_browser(train_server, tmp_path):
