@@ -41,7 +41,7 @@ def score_help() -> str:
 
 
 def threshold95(split_scores: dict[str, np.ndarray]) -> float:
-    """The threshold that keeps 95 % of the known validation images (never set on test images)."""
+    """The threshold that keeps 95 % of the known threshold half (never the images the figures are on)."""
     return openset.threshold_at_tpr(split_scores["validation"])
 
 
@@ -85,9 +85,10 @@ def finite_for_display(split_scores: dict[str, np.ndarray]) -> dict[str, np.ndar
 
 
 @loaders.per_checkpoint
-@st.cache_data(show_spinner="Setting the threshold on the validation images (once per model)…", max_entries=32)
+@st.cache_data(show_spinner="Setting the threshold on the threshold half of the test set (once per model)…",
+               max_entries=32)
 def validation_threshold(path: str, stamp, dataset: str, folder: str, tpr: float = openset.TARGET_TPR) -> float:
-    """The centroid distance that accepts `tpr` of the known validation split (the last 5,000 training images)."""
+    """The centroid distance that accepts `tpr` of the known threshold half (openset.split_known_test)."""
     ckpt = loaders.load_model(path)
     val = openset.load_known(dataset, ckpt.config.image_size, folder)["validation"]
     distances = openset.score_images(ckpt.model, val, ("distance",), 250)["distance"]
@@ -116,7 +117,7 @@ def slider_range(split_scores: dict[str, np.ndarray]) -> tuple[float, float]:
 def histogram_figure(known: np.ndarray, unknown: np.ndarray, threshold: float, threshold95: float | None = None,
                      xtitle: str = "outlier score", unknown_name: str = "unknown", height: int = 340) -> go.Figure:
     """Overlaid histograms of known test and unknown scores, with the chosen threshold (solid) and the
-    95 %-TPR validation threshold (dashed)."""
+    95 %-TPR threshold from the threshold half (dashed)."""
     known, unknown = np.asarray(known, float), np.asarray(unknown, float)
     lo, hi = np.percentile(np.r_[known, unknown], [0.5, 99.5])
     size = (hi - lo) / 60 if hi > lo else 1.0
@@ -127,7 +128,7 @@ def histogram_figure(known: np.ndarray, unknown: np.ndarray, threshold: float, t
                                   opacity=0.6, histnorm="probability")])
     fig.add_vline(x=threshold, line_color="black", annotation_text="threshold")
     if threshold95 is not None:
-        fig.add_vline(x=threshold95, line_dash="dash", line_color="gray", annotation_text="95 % TPR (validation)",
+        fig.add_vline(x=threshold95, line_dash="dash", line_color="gray", annotation_text="95 % TPR (threshold half)",
                       annotation_position="bottom right")
     fig.update_layout(barmode="overlay", height=height, margin=dict(l=10, r=10, t=30, b=10),
                       xaxis_title=xtitle + " (higher = more unknown)", yaxis_title="fraction of images",
@@ -201,8 +202,8 @@ def verdict_controls(entries: list, dataset: str, where=None):
     t95 = validation_threshold(path, dataset, folder)
     threshold = cols[1].slider("Unknown beyond this distance to the nearest centroid", 0.0, round(max(3 * t95, 1.0), 2),
                                round(t95, 3), step=0.01, key=f"letters_verdict_threshold_{path}",
-                               help=f"Starts at {t95:.3f}: the distance that keeps 95 % of the known validation "
-                                    f"images (the last {openset.VALIDATION_IMAGES:,} training images).")
+                               help=f"Starts at {t95:.3f}: the distance that keeps 95 % of the known "
+                                    f"threshold images ({openset.THRESHOLD_SPLIT}).")
     return by_path[path], threshold
 
 

@@ -6,7 +6,7 @@ threshold redraw.
 
 Figures printed:
   cli            wall time of `python -m csae_core openset CKPT --unknown emnist-letters --json [--score S]`
-                 (process start, data, model, the validation split's 5,000 images, 10,000 + 10,000 scored),
+                 (process start, data, model, the test split's two halves (threshold and figures), 10,000 unknown images scored),
                  its CPU time (user + system: the work, whatever else runs), and images/s over the process
   redraw         a whole rerun of the Open set view after a threshold move (AppTest, server time: script,
                  cache lookups, figures, serialisation), median of --repeats, after the first render

@@ -37,6 +37,22 @@ def test_auroc_aupr_by_hand():
     assert m["fpr_at_95_tpr"] == 0.0 and m["known_accepted"] == pytest.approx(3 / 4)
 
 
+def test_thresholds_come_from_a_test_half_disjoint_from_the_scored_half(app_fixture, monkeypatch):
+    """The final zoo trains on every training image, so the threshold half is carved from the test set, and no
+    image both sets the threshold and is scored against it (issue 15)."""
+    from csae_core import data
+
+    asked = []
+    real = data.load_split
+    monkeypatch.setattr(data, "load_split", lambda name, split, *a, **k: asked.append(split) or real(name, split, *a, **k))
+    known = openset.load_known("mnist", 32, app_fixture["data"])
+    assert asked == ["test"]  # the training split, which the models trained on, is never read
+    test, _ = real("mnist", "test", app_fixture["data"])
+    for key, start in (("validation", 0), ("test", 1)):  # interleaved: every class in both halves
+        assert torch.equal(known[key][:, 0, 2:-2, 2:-2], test[start::2])
+    assert len(known["validation"]) + len(known["test"]) == len(test)
+
+
 @pytest.mark.parametrize("known, unknown, auroc", [([1, 2], [3, 4], 1.0), ([3, 4], [1, 2], 0.0),
                                                    ([1, 1], [1, 1], 0.5), ([1, 2], [2, 3], 7 / 8)])
 def test_auroc_edge_cases(known, unknown, auroc):
@@ -147,7 +163,8 @@ def test_cli_json_fields(app_fixture):
     for key in ("auroc", "aupr", "fpr_at_95_tpr", "threshold_at_95_tpr", "known_images", "unknown_images", "score"):
         assert key in j
     assert j["score"] == "distance" and set(j["scores"]) == {"distance", "combined", "recon"}
-    assert j["known_images"] == 200 and j["unknown_images"] == 104 and j["validation_images"] == 60
+    # the fixture's 200 test images: 100 set the threshold, the other 100 are scored against it
+    assert j["known_images"] == 100 and j["unknown_images"] == 104 and j["validation_images"] == 100
     assert 0 <= j["auroc"] <= 1 and 0 <= j["fpr_at_95_tpr"] <= 1
     assert j["scores"]["distance"]["auroc"] == j["auroc"]
     # the fixture's letters are a-m: leaving out i and l keeps 11 x 8
