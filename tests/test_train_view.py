@@ -92,7 +92,10 @@ def test_start_progress_stop_resume_and_delete(user):
     wait_for(lambda: the_job(job_id)["state"] == "done")
     after = training_jobs.history(job_id)
     assert [r["epoch"] for r in after] == list(range(1, EPOCHS + 1))
-    assert after[:len(before)] == before, "Resume continues the run; the epochs before the stop are kept as they were"
+    # A stop that lands after an epoch's log line but before its resume state redoes that epoch on resume (the
+    # save order: log, checkpoint, then state); the redo repeats its numbers exactly, only its timings differ.
+    untimed = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rs]  # noqa: E731
+    assert untimed(after[:len(before)]) == untimed(before), "Resume continues the run exactly"
     assert training_jobs.strips(job_id)[-1][0] == EPOCHS  # the last epoch's validation strip
 
     [model] = registry.scan_user()
