@@ -9,7 +9,7 @@ st.caption("Every model also says how unusual an input is: a CSAE by the distanc
            "PEDCC centroid (and by its reconstruction error), Basenet by its softmax confidence or energy, the "
            "CVAE by its best label's ELBO. Higher scores mean 'more likely unknown'. The threshold starts where it "
            "keeps 95 % of the known threshold images (every other test image; the final models trained on all the "
-           "training images), and every figure is on the other half of the test set.")
+           "training images); the histogram and rates below are on the other half of the test set.")
 
 entries = registry.finals(loaders.model_entries())
 datasets = [d for d in registry.datasets(entries) if d in registry.DATASETS]

@@ -201,9 +201,10 @@ def markdown(results: list[dict], rows: list[dict], label_conditioned_images: in
     lines += ["",
               f"AUROC: known test images against unknown ones (0.5 = chance). FPR@95: the fraction of unknown "
               f"images still accepted as known at the threshold that keeps 95 % of the known *threshold* "
-              f"images ({openset.THRESHOLD_SPLIT}: the final models trained on every training image); AUROC, "
-              f"FPR@95 and 'known kept' (the fraction of the other half's known images that threshold keeps) are "
-              f"on the other half. The `combined` score is fixed in advance (z-scores from the threshold half, "
+              f"images ({openset.THRESHOLD_SPLIT}: the final models trained on every training image), "
+              f"cross-fitted: each half's threshold judges the other half, so all known test images count and "
+              f"none is judged by a threshold it set; 'known kept' is the fraction of known test images kept that "
+              f"way, AUROC is over all of them. The `combined` score is fixed in advance (z-scores from the threshold half, "
               f"added), never fitted on unknown images.",
               "",
               "Caveats: the shipped EMNIST letters test split holds only a–m (10,000 images), so 'without i, l, o, "

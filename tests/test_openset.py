@@ -53,6 +53,18 @@ def test_thresholds_come_from_a_test_half_disjoint_from_the_scored_half(app_fixt
     assert len(known["validation"]) + len(known["test"]) == len(test)
 
 
+def test_rates_are_cross_fitted_over_both_halves():
+    """Each half's 95 %-TPR threshold judges the other half: all known images count, none judges itself."""
+    a, b = np.arange(1.0, 21.0), np.arange(1.0, 21.0) + 10  # b's threshold is 10 higher than a's
+    unknown = np.array([5.0, 19.5, 29.5, 100.0])
+    r = openset.OpenSetResult({"distance": {"validation": a, "test": b, "unknown": unknown}}, np.zeros(4))
+    m = r.metrics("distance")
+    ta, tb = openset.threshold_at_tpr(a), openset.threshold_at_tpr(b)
+    assert m["fpr_at_95_tpr"] == pytest.approx(((unknown <= ta).mean() + (unknown <= tb).mean()) / 2)
+    assert m["known_accepted"] == pytest.approx(((b <= ta).sum() + (a <= tb).sum()) / 40)
+    assert m["known_images"] == 40 and m["validation_images"] == 20 and m["threshold_at_95_tpr"] == ta
+
+
 @pytest.mark.parametrize("known, unknown, auroc", [([1, 2], [3, 4], 1.0), ([3, 4], [1, 2], 0.0),
                                                    ([1, 1], [1, 1], 0.5), ([1, 2], [2, 3], 7 / 8)])
 def test_auroc_edge_cases(known, unknown, auroc):
@@ -163,8 +175,8 @@ def test_cli_json_fields(app_fixture):
     for key in ("auroc", "aupr", "fpr_at_95_tpr", "threshold_at_95_tpr", "known_images", "unknown_images", "score"):
         assert key in j
     assert j["score"] == "distance" and set(j["scores"]) == {"distance", "combined", "recon"}
-    # the fixture's 200 test images: 100 set the threshold, the other 100 are scored against it
-    assert j["known_images"] == 100 and j["unknown_images"] == 104 and j["validation_images"] == 100
+    # the fixture's 200 test images, in two halves of 100 that set each other's thresholds (cross-fitted)
+    assert j["known_images"] == 200 and j["unknown_images"] == 104 and j["validation_images"] == 100
     assert 0 <= j["auroc"] <= 1 and 0 <= j["fpr_at_95_tpr"] <= 1
     assert j["scores"]["distance"]["auroc"] == j["auroc"]
     # the fixture's letters are a-m: leaving out i and l keeps 11 x 8
