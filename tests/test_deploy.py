@@ -7,19 +7,19 @@ process is started again by the supervisor and serves that route again; SIGTERM 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from test_load import bench_load  # benchmarks/bench_load.py loaded as a module (one copy)
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -27,14 +27,6 @@ DEADLINE_S = 120  # each wait; a loaded 2-core machine starts a Streamlit proces
 
 pytestmark = [pytest.mark.slow,  # ~40-90 s: three Streamlit start-ups and sessions that import torch
               pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx not installed (apt-get install nginx)")]
-
-
-def bench_load():
-    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "benchmarks" / "bench_load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_load"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_ports(n: int) -> list[int]:
