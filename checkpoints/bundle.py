@@ -582,6 +582,9 @@ def main(argv=None) -> None:
     t.add_argument("--stop-at", type=float, required=True, help="UNIX time after which no epoch starts")
     t.add_argument("--jobs", type=int, default=1)
     a = p.parse_args(argv)
+    if a.step == "install":  # before `import zoo`: csae_core needs the wheels this step installs
+        install(Path(__file__).resolve().parent.parent)
+        return
     import zoo  # beside this file (run as a script, its folder is on sys.path)
 
     from csae_core.errors import CSAEError

@@ -107,12 +107,15 @@ def _json(path: Path) -> dict | None:
 
 
 def _shipped_with(ds: str, name: str, recipe: str, seed: int) -> bool:
+    """Shipped with `recipe`, or with the paper's own (which every cheaper recipe stands in for: a GPU loan's
+    paper-recipe model is never replaced by a CPU one unless --force)."""
     meta = _json(CKPT / ds / f"{name}.json")
-    return bool(meta) and meta.get("recipe") == recipe and (meta.get("train") or {}).get("seed", 0) == seed
+    return (bool(meta) and meta.get("recipe") in (recipe, "paper")
+            and (meta.get("train") or {}).get("seed", 0) == seed)
 
 
 def plan(recipe: str, datasets, force: bool = False, only=None, models=None):
-    """The jobs `train` would run: recipe-aware (a checkpoint of another recipe is retrained)."""
+    """The jobs `train` would run: recipe-aware (a checkpoint of another recipe is retrained, except a paper one)."""
     out = []
     for ds, model, beta, seed in jobs(datasets):
         name = name_of(model, beta, seed)

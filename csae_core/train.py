@@ -164,8 +164,8 @@ def _pick_device(name: str) -> torch.device:
         raise CSAEError("--device cuda asked for, but no CUDA GPU is visible. Fix: use --device auto or cpu.")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if name == "cuda":  # always with an index: torch.cuda.set_device refuses a bare "cuda"
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return torch.device(name)
 
 
