@@ -399,7 +399,7 @@ def _add_checkpoint_commands(sub) -> None:
     s.add_argument("--unknown", required=True, help="emnist-letters, emnist-letters-no-ilosz, mnist or fashion-mnist")
     s.add_argument("--score", help="distance, combined, recon, elbo, msp, energy, or all (default: the model's first)")
     s.add_argument("--data-dir")
-    s.add_argument("--limit", type=int, default=0, help="only an evenly spaced N images of each split (0: all)")
+    s.add_argument("--limit", type=int, default=0, help="only an evenly spaced N images of each split: both known halves and the unknown set (0: all)")
     s.add_argument("--threads", type=int, default=0, help="torch threads (0: one on a busy machine, else all)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_openset)

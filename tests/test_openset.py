@@ -188,7 +188,8 @@ def test_cli_limit_and_text(app_fixture):
     ck = app_fixture["checkpoints"] / "mnist" / "cvae.json"
     q = run_cli(ck, "--unknown", "emnist-letters", "--limit", "20", env_data=app_fixture["data"])
     assert q.returncode == 0, q.stderr
-    assert "elbo" in q.stdout and "20 known test, 20 unknown" in q.stdout
+    # --limit 20 takes 20 of each split: both known halves (rates cross-fitted over their 40), 20 unknown
+    assert "elbo" in q.stdout and "40 known test, 20 unknown" in q.stdout and "threshold from 20 " in q.stdout
 
 
 @pytest.mark.parametrize("args, message", [
