@@ -161,9 +161,33 @@ def test_deadline_stops_after_an_epoch_and_the_rerun_resumes(tmp_path):
     assert [h["epoch"] for h in meta["history"]] == [1, 2] and meta["history"][0] == epoch1  # resumed, not redone
 
 
+def _python_like_the_loaned_machine(tmp: Path) -> str:
+    """A fresh venv that sees this environment's packages (torch, pip, pytest, PyWavelets) except what the lent
+    GPU machine lacks and the bundle brings: pytorch-wavelets and setuptools. This interpreter has them, so a
+    run.sh that imported csae_core before installing them passed here and failed on the H200."""
+    import sysconfig
+
+    venv = tmp / "venv-like-loan"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    visible = tmp / "visible-site"
+    visible.mkdir()
+    hidden = ("pytorch_wavelets", "setuptools", "pkg_resources", "_distutils_hack", "__editable__", "csae")
+    for p in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not p.name.lower().startswith(hidden) and p.suffix != ".pth":
+            (visible / p.name).symlink_to(p)
+    (site / "visible.pth").write_text(f"{visible}\n")
+    gone = subprocess.run([str(py), "-c", "import pytorch_wavelets"], capture_output=True)
+    assert gone.returncode != 0  # the premise: the bundle must install it
+    return str(py)
+
+
 def _run_bundle(b: Path, out: Path, *args) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PIP_NO_INDEX="1", CSAE_DATA_DIR="", OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    env.update(PIP_NO_INDEX="1", CSAE_DATA_DIR="", OMP_NUM_THREADS="1",
+               PYTHON=_python_like_the_loaned_machine(out.parent / f"py-{out.name}"))
     r = subprocess.run(["bash", "run.sh", "--device", "cpu", "--out", str(out), *args], cwd=b, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -200,3 +224,20 @@ def test_whole_path_offline_then_a_cut_run_resumed_by_a_second_bundle(tmp_path):
     assert zoo_cli(home, "manifest").returncode == 0
     rows = json.loads((home / "checkpoints" / "manifest.json").read_text())
     assert {(r["model"], r["epoch"], r["recipe"]) for r in rows} == {("csae", 2, "tiny"), ("basenet", 2, "tiny")}
+
+
+def test_jobs_share_the_gpu_by_the_busy_fraction_the_loan_measured():
+    """On the H200 (results/loans/, 2026-11-30) a CSAE job kept the GPU 97 % busy and Basenet / CSAE_encoder
+    42 %: CSAE jobs run one at a time (two side by side would each take twice as long, and neither might
+    finish in the loan), the small kinds two at a time; a fixed --jobs N overrides the shares."""
+    spec = importlib.util.spec_from_file_location("bundle_for_test", ROOT / "checkpoints" / "bundle.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    report = json.loads(next((ROOT / "results" / "loans").glob("*-cuda.json")).read_text())
+    csae, small = bundle.gpu_share(report, "csae"), bundle.gpu_share(report, "basenet")
+    assert csae > 0.9 and 0.3 < small < 0.5
+    assert bundle.gpu_share(report, "no-such-kind") == 1.0  # unmeasured: alone
+    assert bundle.admit([], csae, 0)  # something always runs
+    assert not bundle.admit([csae], csae, 0) and not bundle.admit([csae], small, 0)
+    assert bundle.admit([small], small, 0) and not bundle.admit([small, small], small, 0)
+    assert bundle.admit([csae, csae], csae, 3) and not bundle.admit([csae] * 3, csae, 3)

@@ -60,14 +60,22 @@ def test_bf16_steps_and_checkpoint_round_trip_to_cpu(kind, tmp_path):
 
 @each_kind
 def test_resume_on_cuda_continues_the_run(kind, tmp_path):
+    """A run stopped after epoch 1 and resumed ends where an uninterrupted run ends, up to the GPU's own
+    run-to-run noise: atomics in some backward kernels (upsampling, scatter) are not bitwise repeatable, so two
+    uninterrupted runs are compared first and the resumed one must be as close as they are to each other (the
+    H200 showed ~1e-4 on BatchNorm statistics, so a fixed 1e-5 tolerance failed there). A resume that lost the
+    optimizer state or restarted the weights lands orders of magnitude further away."""
     torch.backends.cudnn.deterministic = True
-    train(TrainConfig(out=str(tmp_path / "a"), epochs=2, **SMALL), _model(kind), **QUIET)
+    for run in ("a", "a2"):
+        train(TrainConfig(out=str(tmp_path / run), epochs=2, **SMALL), _model(kind), **QUIET)
     train(TrainConfig(out=str(tmp_path / "b"), epochs=1, **SMALL), _model(kind), **QUIET)
     train(TrainConfig(out=str(tmp_path / "b"), epochs=2, **SMALL), _model(kind), resume=True, **QUIET)
-    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    a, a2, b = (_weights(tmp_path / r) for r in ("a", "a2", "b"))
     assert a.keys() == b.keys()
-    for k in a:  # cuDNN's autotuned kernels may differ in the last bits between processes: near-exact
-        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    for k in a:
+        noise = (a2[k].double() - a[k].double()).norm()
+        off = (b[k].double() - a[k].double()).norm()
+        assert off <= 4 * noise + 1e-6 * (1 + a[k].double().norm()), f"{k}: resumed {off:.3g} vs noise {noise:.3g}"
     hist = json.loads((tmp_path / "b" / "last.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2]
 
