@@ -198,3 +198,17 @@ def test_pedcc_iters_runs_the_papers_fixed_count(tmp_path):
     fixed = generate_pedcc(10, 40, seed=0, iters=200, converge=False).scaled()
     assert torch.allclose(ck.model.centroids, fixed.float())
     assert not torch.allclose(fixed.float(), generate_pedcc(10, 40, seed=0, converge=True).scaled().float(), atol=1e-4)
+
+
+def test_cuda_device_always_gets_an_index(monkeypatch):
+    """torch.cuda.set_device refuses a bare "cuda" (torch 2.11 on the H200 loan: every model failed at start);
+    --device cuda/auto must name the current GPU, or LOCAL_RANK's under torchrun."""
+    from csae_core import train as train_mod
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert train_mod._pick_device("cuda") == torch.device("cuda", 0)
+    assert train_mod._pick_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert train_mod._pick_device("cuda") == torch.device("cuda", 3)
+    assert train_mod._pick_device("cpu") == torch.device("cpu")
