@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from csae_core import recipes
 from csae_core.errors import CSAEError
 from csae_core.model import KINDS as MODEL_KINDS
 
@@ -25,20 +26,16 @@ MAX_IMAGE_STEPS_ENV = "CSAE_MAX_IMAGE_STEPS"
 MAX_IMAGE_STEPS = 8_000_000  # the paper's 120 epochs of MNIST are 7.2 M image-steps
 
 # A recipe: TrainConfig settings (as `train` flags) and a line for the user. The quick preset is the project's
-# recipe search's pick at 55k image-steps (results/recipe.md: cosine lr 0.05, batch 128, Nesterov, warm-up 100:
-# 98.3 % on MNIST validation), cut into 5 epochs of 11,000 random images so the curves move every minute.
-# cpu-720k and paper are checkpoints/zoo.py's RECIPES of the same names (kept in step by hand: the app does not
-# import the zoo driver). `tiny` is a smoke test: seconds, and a useless model.
-_SGD = dict(lr=0.05, schedule="cosine", warmup_steps=100, nesterov=True, batch_size=128)
+# CPU optimizer (csae_core.recipes.CPU_SGD: 98.3 % on MNIST validation at 55k image-steps, results/recipe.md),
+# cut into 5 epochs of 11,000 random images so the curves move every minute. cpu-720k and paper are the zoo's
+# recipes (csae_core.recipes), evaluated per epoch on 1,000 test images. `tiny` is a smoke test.
 RECIPES = {
     "quick": dict(title="quick (55k image-steps, a few minutes on 2 CPU cores)", cuda_only=False,
-                  train=dict(_SGD, epochs=5, epoch_images=11_000, val_images=1000, stats_images=5000)),
+                  train=dict(recipes.CPU_SGD, epochs=5, epoch_images=11_000, val_images=1000, stats_images=5000)),
     "cpu-720k": dict(title="cpu-720k (the zoo's CPU recipe: 12 passes, about an hour per CSAE on 2 cores)",
-                     cuda_only=False,
-                     train=dict(_SGD, epochs=12, epoch_images=0, test_images=1000, stats_images=0)),
+                     cuda_only=False, train=dict(recipes.CPU_720K)),
     "paper": dict(title="paper (120 epochs, lr 0.1 /10 every 30; needs a GPU)", cuda_only=True,
-                  train=dict(epochs=120, lr=0.1, lr_step=30, schedule="step", batch_size=1024, warmup_steps=200,
-                             test_images=1000, stats_images=0)),
+                  train=dict(recipes.PAPER, test_images=1000)),
     "tiny": dict(title="tiny (a smoke test: seconds, not a useful model)", cuda_only=False,
                  train=dict(epochs=2, lr=0.03, schedule="step", lr_step=1, batch_size=16, epoch_images=32,
                             val_images=10, stats_images=50), widths=(8, 8, 8, 8)),

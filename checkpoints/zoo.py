@@ -29,6 +29,7 @@ from pathlib import Path
 from csae_core.checkpoint import FORMAT
 from csae_core.datasets import TRAINABLE as DATASETS  # the datasets models are trained on, MNIST first
 from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
+from csae_core import recipes  # the recipes' TrainConfig settings, shared with the app
 
 ROOT = Path(__file__).resolve().parents[1]  # --root moves checkpoints/, results/ and runs/ (the tests use it)
 CKPT = ROOT / "checkpoints"
@@ -46,26 +47,13 @@ PART_BYTES = 16 * 2**20  # what one file brought back from a lent GPU machine ma
 # Table 3 of the paper (recognition rate, %): (MNIST, Fashion-MNIST).
 PAPER = {(k.name, beta): v for k in KINDS.values() for beta, v in k.paper.items()}
 
-# A recipe: TrainConfig settings, the Fig. 4 snapshot epochs, and `own`: the run length for kinds that
-# bring their own optimizer settings (ModelKind.train, the CVAE's); `own_only`: train only those kinds.
-# paper: section 4 (SGD 0.9, wd 5e-4, lr 0.1 /10 every 30 epochs, 120 epochs). The paper gives no batch; the
-#   authors' code used 4096. At batch 64 lr 0.1 collapsed the decoder (benchmarks/bench_decoder_lr.py), so the
-#   GPU recipe uses a large batch with a short warm-up; see results/recipe.md for what was measured on CPU.
-# cpu-short: what shipped first (12 x 3,072 images at batch 64, lr 0.03 /10 after epoch 8): 1/195 of the paper.
+# A recipe: TrainConfig settings (csae_core.recipes, shared with the app's Train view), the Fig. 4 snapshot
+# epochs, and `own`: the run length for kinds that bring their own optimizer settings (ModelKind.train, the
+# CVAE's); `own_only`: train only those kinds.
 RECIPES = {
-    "paper": dict(train=dict(epochs=120, lr=0.1, lr_step=30, batch_size=1024, warmup_steps=200, epoch_images=0,
-                             test_images=0, stats_images=0),
-                  snapshots=(40, 80), own=dict(epochs=120)),
-    "cpu-short": dict(train=dict(epochs=12, lr=0.03, lr_step=8, batch_size=64, epoch_images=3072, test_images=300,
-                                 stats_images=5000),
-                      snapshots=(4, 8), own=dict(epochs=12, test_images=200)),
-    # The CPU recipe for a paper-grade zoo, from the validation search (results/recipe.md): at 55k image-steps
-    # step/cosine, batch 64/128 and lr 0.03-0.05 were within noise; batch 128 with cosine-to-0, Nesterov and
-    # a 100-step warm-up is chosen for its throughput and because it needs no hand-placed lr drop. 720,000
-    # image-steps (1/10 of the paper): about 1 h per CSAE on 2 idle cores. Not yet run to the end.
-    "cpu-720k": dict(train=dict(epochs=12, lr=0.05, schedule="cosine", warmup_steps=100, nesterov=True,
-                                batch_size=128, epoch_images=0, test_images=1000, stats_images=0),
-                     snapshots=(4, 8), own=dict(epochs=12, test_images=500)),
+    "paper": dict(train=recipes.PAPER, snapshots=(40, 80), own=dict(epochs=120)),
+    "cpu-short": dict(train=recipes.CPU_SHORT, snapshots=(4, 8), own=dict(epochs=12, test_images=200)),
+    "cpu-720k": dict(train=recipes.CPU_720K, snapshots=(4, 8), own=dict(epochs=12, test_images=500)),
     # The CVAE alone, retrained with its label-aware encoder: 3 passes over the training set (351 Adam steps
     # at batch 512; after 1 pass its samples were still blobs the Basenet read as 6 or 8).
     **{f"cvae-{n}ep": dict(train=dict(epochs=n, epoch_images=0, test_images=500, stats_images=5000),

@@ -35,6 +35,10 @@ def test_skip_decision_follows_the_recipe_and_force(tmp_path):
     names = [zoo.name_of(m, b, s) for _, m, b, s in zoo.plan("paper", ["mnist"])]
     assert names[0] == "csae-b0.02" and {"csae-b0.02-s1", "csae-b0.02-s2"} <= set(names)
     assert len(names) == len(set(names)) == 10  # 5 betas, 2 more seeds, encoder, Basenet, CVAE
+    # a paper-recipe model (a GPU loan's) is never replaced by a cheaper recipe's, except with --force
+    (tmp_path / "checkpoints" / "mnist" / "csae-b0.02.json").write_text(json.dumps({**shipped, "recipe": "paper"}))
+    assert zoo.plan("cpu-720k", ["mnist"], only=only) == zoo.plan("paper", ["mnist"], only=only) == []
+    assert zoo.plan("cpu-720k", ["mnist"], force=True, only=only) == [("mnist", "csae", 0.02, 0)]
 
 
 @pytest.mark.slow  # about a minute: trains and evaluates a tiny zoo in subprocesses
@@ -67,3 +71,17 @@ def test_tiny_recipe_end_to_end_with_two_jobs(tmp_path):
     assert parts and all(p.stat().st_size <= 16 * 2**20 for p in parts)
     with tarfile.open(parts[0]) as tar:
         assert "checkpoints/mnist/cvae.safetensors" in tar.getnames()
+
+
+def test_the_app_offers_the_zoo_recipes_themselves():
+    """The Train view's cpu-720k and paper are the zoo's (csae_core.recipes), up to the per-epoch evaluation the
+    view adds so its curves move: a recipe changed for the zoo changes in the app too."""
+    sys.path.insert(0, str(ROOT))
+    from app import training_plan
+
+    zoo = load_zoo()
+    for name in ("cpu-720k", "paper"):
+        ours = {k: v for k, v in zoo.settings_for(name, "csae").items() if k != "test_images"}
+        app = {k: v for k, v in training_plan.settings(training_plan.Plan(dataset="mnist", recipe=name)).items()
+               if k != "test_images"}
+        assert app == ours, name
