@@ -6,8 +6,9 @@
   with the JSON's (path, mtime, size) (`per_checkpoint`): a checkpoint rewritten in place (the zoo
   re-exporting a model while the app runs) gets new entries and can never be served stale results, and
   no other cache entry, of this user or another, is dropped. Old entries age out (max_entries).
-  What every visit needs (each view's default grids, open-set scores, latent codes) is computed into
-  these entries once per process at start-up by app/warmup.py.
+  What every visit needs (each view's default grids, open-set scores, latent codes, letter rows) is computed
+  into these entries once per process at start-up by app/warmup.py, and kept on disk across restarts and
+  processes by app/disk_store.py (`@disk_store.persisted`, under the memory cache), keyed by the same sha256.
 * Test images: st.cache_resource, one read-only uint8 copy per process, already padded to the models'
   32 px (st.cache_data would copy the 10 MB array on every call); converted to floats once, per batch,
   by csae_core.preprocess.
@@ -41,7 +42,7 @@ from csae_core.pedcc import PEDCCResult, generate_pedcc
 from csae_core.preprocess import pad, to_uint8
 from csae_core.sample import decode_latents, interpolate_latents, sample_images
 
-from . import analysis, grids, registry
+from . import analysis, disk_store, grids, registry
 
 HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
@@ -220,6 +221,7 @@ def split_labels(name: str, folder: str, split: str = "test") -> np.ndarray:
 
 @per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=512)
+@disk_store.persisted
 def reconstruction(path: str, stamp, name: str, folder: str, indices: tuple[int, ...],
                    split: str = "test") -> analysis.Recon:
     """Reconstructions and per-image MSE/PSNR of test images `indices` by the checkpoint at `path`."""
@@ -231,6 +233,7 @@ def reconstruction(path: str, stamp, name: str, folder: str, indices: tuple[int,
 
 @per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=512)
+@disk_store.persisted
 def comparison_png(path: str, stamp, name: str, folder: str, indices: tuple[int, ...], nrow: int) -> bytes:
     """PNG of the Fig. 4 grid (originals above reconstructions) for one checkpoint and image selection."""
     images, _ = _split(name, "test", folder)
@@ -267,6 +270,7 @@ def prefetch_grids(paths: list[str], name: str, folder: str, indices: tuple[int,
 
 @per_checkpoint
 @st.cache_data(show_spinner="Encoding test images…", max_entries=32)
+@disk_store.persisted
 def test_latents(path: str, stamp, name: str, folder: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Latents (n, d) of the first n test images (a fixed, class-balanced-enough prefix) and their labels."""
     images, labels = _split(name, "test", folder)
@@ -277,6 +281,7 @@ def test_latents(path: str, stamp, name: str, folder: str, n: int) -> tuple[np.n
 
 @per_checkpoint
 @st.cache_data(show_spinner="Running t-SNE (a few seconds per thousand codes)…", max_entries=16)
+@disk_store.persisted
 def test_latents_tsne(path: str, stamp, name: str, folder: str, n: int,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """2-D t-SNE of the first n test latents, and of the model's PEDCC centroids embedded with them
@@ -358,6 +363,7 @@ def emnist_letters(name: str, folder: str, split: str, indices: tuple[int, ...])
 
 @per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=256)
+@disk_store.persisted
 def emnist_letters_png(path: str, stamp, name: str, folder: str, split: str, indices: tuple[int, ...]) -> bytes:
     """letters_png for dataset letters (cached: the key is the dataset selection, not user data)."""
     return _letters_png(path, emnist_letters(name, folder, split, indices)[0])
@@ -365,6 +371,7 @@ def emnist_letters_png(path: str, stamp, name: str, folder: str, split: str, ind
 
 @per_checkpoint
 @st.cache_data(show_spinner=False, max_entries=256)
+@disk_store.persisted
 def emnist_letters_nearest(path: str, stamp, name: str, folder: str, split: str,
                            indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return _letters_nearest(path, emnist_letters(name, folder, split, indices)[0])

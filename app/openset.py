@@ -17,7 +17,7 @@ import streamlit as st
 
 from csae_core import openset
 
-from . import loaders, registry
+from . import disk_store, loaders, registry
 
 APP_IMAGES = 1000  # images per split scored live (evenly spaced); results/make_openset.py scores all of them
 # A label-conditioned model (the CVAE) costs an encode and a decode per class per image: fewer images.
@@ -63,6 +63,7 @@ def images_for(path: str) -> int:
 
 @loaders.per_checkpoint
 @st.cache_data(show_spinner="Scoring known and unknown images (once per model)…", max_entries=64)
+@disk_store.persisted
 def scores(path: str, stamp, dataset: str, known_folder: str, unknown: str, unknown_folder: str,
            images: int) -> dict[str, dict[str, np.ndarray]]:
     """{score: {'validation', 'test', 'unknown': (N,) outlier scores}} of every score the model has."""
@@ -87,6 +88,7 @@ def finite_for_display(split_scores: dict[str, np.ndarray]) -> dict[str, np.ndar
 @loaders.per_checkpoint
 @st.cache_data(show_spinner="Setting the threshold on the threshold half of the test set (once per model)…",
                max_entries=32)
+@disk_store.persisted
 def validation_threshold(path: str, stamp, dataset: str, folder: str, tpr: float = openset.TARGET_TPR) -> float:
     """The centroid distance that accepts `tpr` of the known threshold half (openset.split_known_test)."""
     ckpt = loaders.load_model(path)

@@ -6,8 +6,9 @@ torch and the model code, parses the default dataset's test images and renders t
 default grid (default dataset, its second β, 32 random test images, seed 0), then precomputes what the
 first visit to each view needs, per checkpoint, into the same st.cache_* entries the pages read (keyed by
 the checkpoint's sha256, app/loaders.py): the default grid for every other β, the Open set view's default
-scores (known validation/test and unknown images), the Latent space view's default latent codes; last it
-loads every other decoder. Streamlit caches compute each key once (a page asking for a key the thread is computing
+scores (known validation/test and unknown images), the Latent space view's default latent codes, the Letters
+view's thresholds and letter rows; last it loads every other decoder. Each piece is read from app/disk_store.py
+when an earlier process stored it. Streamlit caches compute each key once (a page asking for a key the thread is computing
 waits for it instead of computing it again). Everything here is best effort: a failure only means the page
 computes that piece itself.
 """
@@ -106,6 +107,7 @@ def _warm(t0: float) -> None:
         _step("grids", t0, loaders.comparison_png, snaps[max(snaps)].path, dataset, folder, key, 8)
     _step("open_set", t0, _open_set_defaults, entries)
     _step("latents", t0, _latent_defaults, entries)
+    _step("letters", t0, _letters_defaults, entries)
     # Then what the Reconstructions page loads besides (every decoder it lists), the default dataset's first.
     for e in sorted(decoders, key=lambda e: e.dataset != dataset):
         _step("decoders", t0, loaders.load_model, e.path)
@@ -141,6 +143,36 @@ def _open_set_defaults(entries) -> None:
     models = [e for e in finals if e.dataset == dataset]
     for e in app_openset.default_models(models):  # the page's default choice of models
         app_openset.scores(e.path, dataset, known_folder, unknown, unknown_folder, app_openset.images_for(e.path))
+
+
+def _letters_defaults(entries) -> None:
+    """The Letters view's first draw: the default judge's verdict threshold (the threshold half of the test
+    set scored once) and, for each decoder of the default dataset, its row of one EMNIST letter per class."""
+    from app import loaders, registry
+    from app import openset as app_openset
+
+    decoders = [e for e in registry.finals(entries, decoder_only=True) if e.dataset in registry.DATASETS]
+    datasets = registry.datasets(decoders)
+    em_folder = loaders.data_folder("emnist-letters")
+    if not datasets:
+        return
+    dataset = datasets[0]
+    folder = loaders.data_folder(dataset)
+    split = "one-per-class"
+    key = None
+    if em_folder:
+        idx, _, labs = loaders.test_selection("emnist-letters", em_folder, None, 26, 0, split=split)
+        key = tuple(int(i) for i in idx[labs.argsort()])
+    models = [e for e in decoders if e.dataset == dataset]
+    judges = [e for e in models if e.has_centroids]
+    judge = next((e for e in judges if (e.dataset, e.kind, e.beta) == registry.DEFAULT_MODEL), judges[0] if judges else None)
+    if judge and folder:  # the page's default "Verdict by" model
+        app_openset.validation_threshold(judge.path, dataset, folder)
+    for e in models:
+        if key:
+            loaders.emnist_letters_png(e.path, "emnist-letters", em_folder, split, key)
+            if e.has_centroids:  # the page asks only models with centroids for the nearest class
+                loaders.emnist_letters_nearest(e.path, "emnist-letters", em_folder, split, key)
 
 
 def _latent_defaults(entries) -> None:

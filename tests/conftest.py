@@ -38,6 +38,9 @@ def pytest_sessionstart(session):
     # The app's background warm-up (app/warmup.py) would run inside AppTest's process during other tests;
     # tests/test_app.py runs it directly where it is tested.
     os.environ.setdefault("CSAE_APP_WARMUP", "0")
+    # The app's on-disk store (app/disk_store.py) starts empty for each test session, and away from ~/.cache.
+    import tempfile
+    os.environ.setdefault("CSAE_CACHE_DIR", tempfile.mkdtemp(prefix="csae-test-store-"))
 
     target = None if os.environ.get(ENV_VAR, "").strip() else PROJECT_ROOT / "data"
     _DATA_NOTES.clear()

@@ -319,7 +319,7 @@ def test_warmup_renders_the_default_reconstruction_grid_into_the_page_caches(mon
 
 
 @pytest.mark.usefixtures("app_env")
-def test_warmup_precomputes_the_open_set_and_latent_space_first_draws(monkeypatch):
+def test_warmup_precomputes_the_open_set_latent_space_and_letters_first_draws(monkeypatch):
     import streamlit as st
 
     from app import loaders, warmup
@@ -328,12 +328,16 @@ def test_warmup_precomputes_the_open_set_and_latent_space_first_draws(monkeypatc
     st.cache_data.clear()
     st.cache_resource.clear()
     report = warmup.warm()
-    assert "error" not in report and "open_set_error" not in report and "latents_error" not in report, report
-    # Their first visits after the warm-up find the scores and the latent codes cached: no model pass.
+    assert not [k for k in report if k.endswith("error")], report
+    # Their first visits after the warm-up find the scores, latent codes, thresholds and letter rows cached:
+    # no model pass.
     passes = []
     monkeypatch.setattr(app_openset.openset, "evaluate_openset", lambda *a, **k: passes.append("scores"))
+    monkeypatch.setattr(app_openset.openset, "score_images", lambda *a, **k: passes.append("threshold"))
     monkeypatch.setattr(loaders.analysis, "latents", lambda *a, **k: passes.append("latents"))
-    for page in ("open_set", "latent_space"):
+    monkeypatch.setattr(loaders.analysis, "reconstruct_letters", lambda *a, **k: passes.append("letters"))
+    monkeypatch.setattr(loaders.analysis, "nearest_classes", lambda *a, **k: passes.append("nearest"))
+    for page in ("open_set", "latent_space", "letters"):
         at = open_page(page)
         assert not at.exception and not at.error
     assert passes == []
