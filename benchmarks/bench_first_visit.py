@@ -2,6 +2,7 @@
 
     python benchmarks/bench_first_visit.py                 # 3 fresh servers, the real zoo in checkpoints/
     python benchmarks/bench_first_visit.py --repeats 5 --data-dir D --json F
+    python benchmarks/bench_first_visit.py --store cold    # each server with an empty on-disk store
 
 Per repeat: `streamlit run app/explorer.py` starts fresh; Chromium opens its Home page (the very first
 page of a fresh server: "Home (first page)"); once the server has been up --settle seconds (10: the
@@ -79,6 +80,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoints-dir", help="CSAE_CHECKPOINTS_DIR for the server (default: checkpoints/)")
     p.add_argument("--data-dir", help="CSAE_DATA_DIR for the server")
     p.add_argument("--json", help="write the runs and medians here")
+    p.add_argument("--store", choices=("warm", "cold"), default="warm",
+                   help="app/disk_store.py: warm (default) = filled by an untimed first server, as every start "
+                        "after a machine's first; cold = empty for each server (a machine's very first start)")
     a = p.parse_args(argv)
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} not found. Fix: apt-get install chromium", file=sys.stderr)
@@ -92,20 +96,29 @@ def main(argv=None) -> int:
         env["CSAE_CHECKPOINTS_DIR"] = str(Path(a.checkpoints_dir).resolve())
     if a.data_dir:
         env["CSAE_DATA_DIR"] = str(Path(a.data_dir).resolve())
+    import tempfile
+    store = tempfile.mkdtemp(prefix="csae-bench-store-")
+    env["CSAE_CACHE_DIR"] = store
+    if a.store == "warm":
+        one_server(env, a.settle)  # untimed: fills the store, as a machine's first start does
     load_start = os.getloadavg()[0]
-    runs = [one_server(env, a.settle) for _ in range(a.repeats)]
+    runs = []
+    for _ in range(a.repeats):
+        if a.store == "cold":
+            env["CSAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="csae-bench-store-")
+        runs.append(one_server(env, a.settle))
     load_end = os.getloadavg()[0]
     medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"| view | first visit, median of {a.repeats} fresh servers | runs (s) |")
     print("|---|---:|---|")
     for k, m in medians.items():
         print(f"| {k} | {m * 1000:.0f} ms | {', '.join(f'{r[k]:.2f}' for r in runs)} |")
-    print(f"(Chromium {CHROMIUM}, {os.cpu_count()} cores, load average {load_start:.1f} at the start, "
+    print(f"(on-disk store {a.store}; Chromium {CHROMIUM}, {os.cpu_count()} cores, load average {load_start:.1f} at the start, "
           f"{load_end:.1f} at the end; other views opened once the server had been up {a.settle:g} s)")
     if a.json:
         Path(a.json).write_text(json.dumps({"medians_s": medians, "runs_s": runs, "cores": os.cpu_count(),
                                             "load_start": load_start, "load_end": load_end,
-                                            "settle_s": a.settle}, indent=1))
+                                            "settle_s": a.settle, "store": a.store}, indent=1))
     return 0
 
 
