@@ -1,6 +1,6 @@
 """The open-set view's cached computations and figures (issue 11); pages/open_set.py draws them.
 
-Scores of a model's known validation and test images and of an unknown set are computed once per
+Scores of a model's known threshold and test halves and of an unknown set are computed once per
 process and checkpoint version (st.cache_data keyed by checkpoint path, its file stamp, the dataset
 folders and the image count). Moving the threshold then only counts array entries and rebuilds a
 figure, so a redraw costs milliseconds, not a model pass. Figure builders return go.Figure and make
@@ -42,7 +42,7 @@ def score_help() -> str:
 
 def threshold95(split_scores: dict[str, np.ndarray]) -> float:
     """The threshold that keeps 95 % of the known threshold half (never the images the figures are on)."""
-    return openset.threshold_at_tpr(split_scores["validation"])
+    return openset.threshold_at_tpr(split_scores["threshold"])
 
 
 def roc_curves(results: dict, labels: dict[str, str], shown: tuple[str, str]) -> dict:
@@ -66,7 +66,7 @@ def images_for(path: str) -> int:
 @disk_store.persisted
 def scores(path: str, stamp, dataset: str, known_folder: str, unknown: str, unknown_folder: str,
            images: int) -> dict[str, dict[str, np.ndarray]]:
-    """{score: {'validation', 'test', 'unknown': (N,) outlier scores}} of every score the model has."""
+    """{score: {'threshold', 'test', 'unknown': (N,) outlier scores}} of every score the model has."""
     ckpt = loaders.load_model(path)
     size = ckpt.config.image_size
     known = openset.load_known(dataset, size, known_folder, images)
@@ -89,12 +89,12 @@ def finite_for_display(split_scores: dict[str, np.ndarray]) -> dict[str, np.ndar
 @st.cache_data(show_spinner="Setting the threshold on the threshold half of the test set (once per model)…",
                max_entries=32)
 @disk_store.persisted
-def validation_threshold(path: str, stamp, dataset: str, folder: str, tpr: float = openset.TARGET_TPR) -> float:
+def threshold_half_95(path: str, stamp, dataset: str, folder: str, tpr: float = openset.TARGET_TPR) -> float:
     """The centroid distance that accepts `tpr` of the known threshold half (openset.split_known_test)."""
     ckpt = loaders.load_model(path)
-    val = openset.load_known(dataset, ckpt.config.image_size, folder)["validation"]
+    val = openset.load_known(dataset, ckpt.config.image_size, folder)["threshold"]
     distances = openset.score_images(ckpt.model, val, ("distance",), 250)["distance"]
-    return openset.threshold_at_tpr(finite_for_display({"validation": distances})["validation"], tpr)
+    return openset.threshold_at_tpr(finite_for_display({"threshold": distances})["threshold"], tpr)
 
 
 def verdicts(classes: np.ndarray, distances: np.ndarray, threshold: float, class_names: list[str]) -> list[str]:
@@ -156,9 +156,9 @@ def metrics_rows(results: dict[str, dict[str, dict[str, np.ndarray]]]) -> list[d
     rows = []
     for label, per_score in results.items():
         for name, s in per_score.items():
-            if not (len(s["test"]) and len(s["unknown"]) and len(s["validation"])):
+            if not (len(s["test"]) and len(s["unknown"]) and len(s["threshold"])):
                 continue  # an empty set (no unknown image left in a partial copy) has no AUROC
-            m = openset.openset_metrics(s["test"], s["unknown"], openset.threshold_at_tpr(s["validation"]))
+            m = openset.openset_metrics(s["test"], s["unknown"], openset.threshold_at_tpr(s["threshold"]))
             rows.append({"model": label, "score": name, "AUROC": round(m["auroc"], 4), "AUPR": round(m["aupr"], 4),
                          "FPR@95": round(m["fpr_at_95_tpr"], 4), "known kept": round(m["known_accepted"], 4),
                          "threshold": round(m["threshold_at_95_tpr"], 4), "known images": len(s["test"]),
@@ -190,7 +190,7 @@ def title(name: str) -> str:
 
 def verdict_controls(entries: list, dataset: str, where=None):
     """Letters view: pick the judging model (one with centroids) and its distance threshold, starting at the
-    95 %-TPR threshold from validation. Returns (entry, threshold), or None when no verdict can be given."""
+    95 %-TPR threshold of the known threshold half. Returns (entry, threshold), or None when no verdict can be given."""
     where = where or st
     judges = [e for e in entries if e.has_centroids]
     folder = loaders.data_folder(dataset)
@@ -201,7 +201,7 @@ def verdict_controls(entries: list, dataset: str, where=None):
     cols = where.columns([1, 2])
     path = cols[0].selectbox("Verdict by", list(by_path), index=list(by_path).index(preferred),
                              format_func=lambda p: by_path[p].label, key="letters_verdict_model")
-    t95 = validation_threshold(path, dataset, folder)
+    t95 = threshold_half_95(path, dataset, folder)
     threshold = cols[1].slider("Unknown beyond this distance to the nearest centroid", 0.0, round(max(3 * t95, 1.0), 2),
                                round(t95, 3), step=0.01, key=f"letters_verdict_threshold_{path}",
                                help=f"Starts at {t95:.3f}: the distance that keeps 95 % of the known "

@@ -6,7 +6,7 @@ torch and the model code, parses the default dataset's test images and renders t
 default grid (default dataset, its second β, 32 random test images, seed 0), then precomputes what the
 first visit to each view needs, per checkpoint, into the same st.cache_* entries the pages read (keyed by
 the checkpoint's sha256, app/loaders.py): the default grid for every other β, the Open set view's default
-scores (known validation/test and unknown images), the Latent space view's default latent codes, the Letters
+scores (known threshold/test halves and unknown images), the Latent space view's default latent codes, the Letters
 view's thresholds and letter rows; last it loads every other decoder. Each piece is read from app/disk_store.py
 when an earlier process stored it. Streamlit caches compute each key once (a page asking for a key the thread is computing
 waits for it instead of computing it again). Everything here is best effort: a failure only means the page
@@ -125,7 +125,7 @@ def _step(name: str, t0: float, fn, *args) -> None:
 
 def _open_set_defaults(entries) -> None:
     """The Open set view's first draw: its default dataset and unknown set, the scores of its default models
-    (Basenet and the default CSAE) on the known validation/test and unknown images."""
+    (Basenet and the default CSAE) on the known threshold/test halves and unknown images."""
     from app import loaders, registry
     from app import openset as app_openset
     from csae_core import data, openset
@@ -167,7 +167,7 @@ def _letters_defaults(entries) -> None:
     judges = [e for e in models if e.has_centroids]
     judge = next((e for e in judges if (e.dataset, e.kind, e.beta) == registry.DEFAULT_MODEL), judges[0] if judges else None)
     if judge and folder:  # the page's default "Verdict by" model
-        app_openset.validation_threshold(judge.path, dataset, folder)
+        app_openset.threshold_half_95(judge.path, dataset, folder)
     for e in models:
         if key:
             loaders.emnist_letters_png(e.path, "emnist-letters", em_folder, split, key)

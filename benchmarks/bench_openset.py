@@ -39,10 +39,10 @@ def bench_cli(ckpt: str, score: str | None) -> str:
     if q.returncode:
         return f"{ckpt}: exit {q.returncode}: {q.stderr.strip().splitlines()[-1:]}"
     j = json.loads(q.stdout)
-    images = j["validation_images"] + j["known_images"] + j["unknown_images"]
+    images = j["threshold_images"] + j["known_images"] + j["unknown_images"]
     return (f"cli  {Path(ckpt).stem:<12} --score {score or j['score']:<8} {wall:6.1f} s wall, {cpu:5.1f} s CPU "
             f"on {j.get('threads', '?')} thread(s) "
-            f"({j['known_images']:,} known + {j['unknown_images']:,} unknown + {j['validation_images']:,} validation; "
+            f"({j['known_images']:,} known + {j['unknown_images']:,} unknown + {j['threshold_images']:,} threshold-half; "
             f"AUROC {j['auroc']:.4f}, FPR@95 {j['fpr_at_95_tpr']:.4f}; process total {j['seconds']:.1f} s, "
             f"{images / j['seconds']:.0f} images/s incl. loading)")
 

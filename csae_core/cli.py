@@ -313,8 +313,8 @@ def cmd_openset(a) -> None:
         print(_dumps(record))
         return
     print(f"{record['model']} beta={record['beta']:g} ({known_name}) against {a.unknown}: {record['known_images']} "
-          f"known test, {record['unknown_images']} unknown images; threshold from {record['validation_images']} "
-          f"validation images; {record['seconds']:.1f} s")
+          f"known test, {record['unknown_images']} unknown images; threshold from {record['threshold_images']} "
+          f"images of the threshold half; {record['seconds']:.1f} s")
     for title, block in [("", record["scores"])] + [(f" ({k})", v) for k, v in record["subsets"].items()]:
         for n, m in block.items():
             print(f"  {n + title:<32} AUROC {m['auroc']:.4f}  AUPR {m['aupr']:.4f}  FPR@95 {m['fpr_at_95_tpr']:.4f}"

@@ -7,7 +7,7 @@ has follows from what it can do, never from its kind's name:
 * ``recon``    -- per-image MSE of the reconstruction clipped to [0, 1] (models with a decoder; a
   label-conditional decoder decodes under the label with the best ELBO);
 * ``combined`` -- ``distance`` and ``recon`` each z-scored with the mean and standard deviation of
-  the known set's *validation* split, then added (fixed in advance: no weight is fitted, and the
+  the known test set's *threshold half*, then added (fixed in advance: no weight is fitted, and the
   unknown set is never looked at);
 * ``msp``      -- minus the maximum softmax probability (models whose output has class logits);
 * ``energy``   -- minus logsumexp of the logits (Liu et al. 2020);
@@ -15,7 +15,7 @@ has follows from what it can do, never from its kind's name:
   posterior mean's decoding plus the posterior's KL (models with ``neg_elbo``: the CVAE).
 
 The threshold that accepts 95 % of known images is set on the *threshold half* of the known test set (the
-even-indexed test images, kept under the key 'validation'); the other half (the odd-indexed ones, 'test') is
+even-indexed test images, kept under the key 'threshold'); the other half (the odd-indexed ones, 'test') is
 what the app's histogram shows. Not on training images: the zoo's final models train on all 60,000 of them,
 so a threshold set there would be too tight. The reported rates are cross-fitted over every known test image
 (each half's threshold judges the other half), so no image is judged by a threshold it helped set.
@@ -40,7 +40,7 @@ __all__ = ["THRESHOLD_SPLIT", "split_known_test", "TARGET_TPR", "SCORE_DESCRIPTI
            "Standardizer", "combine", "threshold_at_tpr", "openset_metrics", "roc_points", "load_known",
            "load_unknown", "unknown_subsets", "unknown_title", "scores_from_raw", "OpenSetResult", "evaluate_openset"]
 
-THRESHOLD_SPLIT = "the even-indexed half of the known test set"  # what sets thresholds (key 'validation')
+THRESHOLD_SPLIT = "the even-indexed half of the known test set"  # what sets thresholds (key 'threshold')
 TARGET_TPR = 0.95  # keep 95 % of known images: the usual operating point (FPR at 95 % TPR)
 
 SCORE_DESCRIPTIONS = {
@@ -182,7 +182,7 @@ def score_images(model, images: torch.Tensor, raw: tuple[str, ...], batch_size: 
 
 @dataclass(frozen=True)
 class Standardizer:
-    """z-scoring with the mean and standard deviation of the known threshold half ('validation')."""
+    """z-scoring with the mean and standard deviation of the known threshold half ('threshold')."""
 
     mean: float
     std: float
@@ -197,7 +197,7 @@ class Standardizer:
 
 
 def combine(raw: dict[str, np.ndarray], stats: dict[str, Standardizer]) -> np.ndarray:
-    """The `combined` score: z(distance) + z(recon), with validation-split statistics."""
+    """The `combined` score: z(distance) + z(recon), with the threshold half's statistics."""
     return stats["distance"](raw["distance"]) + stats["recon"](raw["recon"])
 
 
@@ -210,7 +210,7 @@ def finite_scores(scores: np.ndarray) -> np.ndarray:
 
 def threshold_at_tpr(known_scores: np.ndarray, tpr: float = TARGET_TPR) -> float:
     """The smallest threshold t with at least `tpr` of `known_scores` <= t (images with score <= t are
-    accepted as known). Set it on validation scores, never on test images."""
+    accepted as known). Set it on the threshold half's scores, never on the images it is judged on."""
     s = finite_scores(known_scores)
     if s.size == 0:
         raise CSAEError("no known images to set a threshold on")
@@ -221,7 +221,7 @@ def openset_metrics(known: np.ndarray, unknown: np.ndarray, threshold: float) ->
     """AUROC, AUPR-out and the rates at `threshold` for outlier scores of known and unknown test images.
 
     fpr_at_95_tpr: unknown images accepted (score <= threshold); known_accepted: the known test images'
-    true positive rate at that threshold (near 0.95 when validation and test agree)."""
+    true positive rate at that threshold (near 0.95 when the two halves agree)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     # sklearn refuses inf/NaN (a model with infinite outputs): they count as the most unknown.
@@ -270,9 +270,9 @@ def _subsample(n: int, limit: int) -> torch.Tensor:
 
 
 def split_known_test(images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{'validation': the even-indexed test images (they set thresholds and z-scores), 'test': the odd-indexed
+    """{'threshold': the even-indexed test images (they set thresholds and z-scores), 'test': the odd-indexed
     ones (every figure)}: interleaved, so both halves hold every class whatever the file's order."""
-    return {"validation": images[0::2], "test": images[1::2]}
+    return {"threshold": images[0::2], "test": images[1::2]}
 
 
 def load_known(dataset: str, size: int, data_dir=None, limit: int = 0) -> dict[str, torch.Tensor]:
@@ -318,9 +318,9 @@ def unknown_subsets(name: str, labels) -> dict[str, np.ndarray]:
 
 @dataclass
 class OpenSetResult:
-    """Outlier scores of one model on its known validation/test images and on unknown images."""
+    """Outlier scores of one model on its known threshold/test halves and on unknown images."""
 
-    scores: dict[str, dict[str, np.ndarray]]  # score name -> {'validation', 'test', 'unknown'} -> (N,)
+    scores: dict[str, dict[str, np.ndarray]]  # score name -> {'threshold', 'test', 'unknown'} -> (N,)
     unknown_labels: np.ndarray  # (N_unknown,) class labels within the unknown dataset
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -329,10 +329,10 @@ class OpenSetResult:
         """Metrics of score `name` over every known test image; `unknown_mask` restricts the unknown images.
         AUROC/AUPR need no threshold. The rates are cross-fitted: each half's 95 %-TPR threshold judges the
         other half, so no image is judged by a threshold it helped set; `threshold_at_95_tpr` is the threshold
-        half's ('validation'), the one the app starts its slider at."""
+        half's ('threshold'), the one the app starts its slider at."""
         s = self.scores[name]
         unknown = s["unknown"] if unknown_mask is None else s["unknown"][unknown_mask]
-        halves = (s["validation"], s["test"])
+        halves = (s["threshold"], s["test"])
         cuts = [threshold_at_tpr(h) for h in halves]
         m = openset_metrics(np.r_[halves[0], halves[1]], unknown, cuts[0])
         folds = [openset_metrics(halves[1], unknown, cuts[0]), openset_metrics(halves[0], unknown, cuts[1])]
@@ -340,16 +340,16 @@ class OpenSetResult:
         m["known_accepted"] = float((folds[0]["known_accepted"] * len(halves[1])
                                      + folds[1]["known_accepted"] * len(halves[0])) / (len(halves[0]) + len(halves[1])))
         return {**m, "known_images": int(len(halves[0]) + len(halves[1])), "unknown_images": int(len(unknown)),
-                "validation_images": int(len(halves[0])), "score": name}
+                "threshold_images": int(len(halves[0])), "score": name}
 
 
 def scores_from_raw(raw: dict[str, dict[str, np.ndarray]], names) -> dict[str, dict[str, np.ndarray]]:
     """Outlier scores `names` from raw scores {split: {raw name: (N,)}}; `combined` is z-scored with
-    validation statistics only."""
+    threshold-half statistics only."""
     out = {}
     for name in names:
         if name == "combined":
-            stats = {k: Standardizer.fit(raw["validation"][k]) for k in ("distance", "recon")}
+            stats = {k: Standardizer.fit(raw["threshold"][k]) for k in ("distance", "recon")}
             out[name] = {split: combine(r, stats) for split, r in raw.items()}
         else:
             out[name] = {split: r[name] for split, r in raw.items()}
@@ -358,7 +358,7 @@ def scores_from_raw(raw: dict[str, dict[str, np.ndarray]], names) -> dict[str, d
 
 def evaluate_openset(model, known: dict[str, torch.Tensor], unknown: torch.Tensor, unknown_labels: torch.Tensor,
                      names=None, batch_size: int = 250, device="cpu") -> OpenSetResult:
-    """Score `model` on known {'validation', 'test'} and unknown uint8 images; `names` (default: every
+    """Score `model` on known {'threshold', 'test'} and unknown uint8 images; `names` (default: every
     score the model has) are all derived from one forward pass per image."""
     import time
 
@@ -367,5 +367,5 @@ def evaluate_openset(model, known: dict[str, torch.Tensor], unknown: torch.Tenso
     raw_names = raw_scores_needed(names)
     t0 = time.perf_counter()
     raw = {split: score_images(model, imgs, raw_names, batch_size, device)
-           for split, imgs in (("validation", known["validation"]), ("test", known["test"]), ("unknown", unknown))}
+           for split, imgs in (("threshold", known["threshold"]), ("test", known["test"]), ("unknown", unknown))}
     return OpenSetResult(scores_from_raw(raw, names), unknown_labels.numpy(), time.perf_counter() - t0)

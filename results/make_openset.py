@@ -102,7 +102,7 @@ def score_zoo(rows: list[dict], scorer: Scorer, label_conditioned_images: int) -
         size = ckpt.config.image_size
         print(f"{row['dataset']} {label(row)}: {', '.join(names)}", flush=True)
         known, _ = scorer.data("known", row["dataset"], size, limit)
-        raw = {s: scorer.raw(ckpt, model, s, known[s], raw_names) for s in ("validation", "test")}
+        raw = {s: scorer.raw(ckpt, model, s, known[s], raw_names) for s in ("threshold", "test")}
         for unknown in PAIRS.get(row["dataset"], ()):
             images, labels = scorer.data("unknown", unknown, size, limit)
             raw_u = {**raw, "unknown": scorer.raw(ckpt, model, unknown, images, raw_names)}
@@ -118,7 +118,7 @@ def score_zoo(rows: list[dict], scorer: Scorer, label_conditioned_images: int) -
                                 "known_accepted": m["known_accepted"],
                                 "auroc_se": auroc_se(m["auroc"], m["known_images"], m["unknown_images"]),
                                 "known_images": m["known_images"], "unknown_images": m["unknown_images"],
-                                "validation_images": m["validation_images"],
+                                "threshold_images": m["threshold_images"],
                                 "checkpoint": row["path"]})
     return out
 

@@ -23,14 +23,14 @@ def counted(value):
 
 
 def test_values_round_trip_without_pickle(store):
-    value = {"distance": {"validation": np.arange(5.0), "unknown": np.ones(3, np.float32)},
+    value = {"distance": {"threshold": np.arange(5.0), "unknown": np.ones(3, np.float32)},
              "png": b"\x89PNG...", "pair": (np.zeros((2, 2)), None), "n": 3,
              "recon": analysis.Recon(np.zeros((1, 4, 4), np.uint8), np.ones(1), np.full(1, 20.0))}
     compute, calls = counted(value)
     for _ in range(2):
         got = disk_store.get_or_compute("f", "sha-a", {"n": 1}, compute)
     assert len(calls) == 1 and len(list(store.glob("*.npz"))) == 1
-    assert np.array_equal(got["distance"]["validation"], value["distance"]["validation"])
+    assert np.array_equal(got["distance"]["threshold"], value["distance"]["threshold"])
     assert got["distance"]["unknown"].dtype == np.float32 and got["png"] == value["png"]
     assert got["pair"][1] is None and got["n"] == 3
     assert isinstance(got["recon"], analysis.Recon) and np.array_equal(got["recon"].psnr, [20.0])

@@ -48,21 +48,21 @@ def test_thresholds_come_from_a_test_half_disjoint_from_the_scored_half(app_fixt
     known = openset.load_known("mnist", 32, app_fixture["data"])
     assert asked == ["test"]  # the training split, which the models trained on, is never read
     test, _ = real("mnist", "test", app_fixture["data"])
-    for key, start in (("validation", 0), ("test", 1)):  # interleaved: every class in both halves
+    for key, start in (("threshold", 0), ("test", 1)):  # interleaved: every class in both halves
         assert torch.equal(known[key][:, 0, 2:-2, 2:-2], test[start::2])
-    assert len(known["validation"]) + len(known["test"]) == len(test)
+    assert len(known["threshold"]) + len(known["test"]) == len(test)
 
 
 def test_rates_are_cross_fitted_over_both_halves():
     """Each half's 95 %-TPR threshold judges the other half: all known images count, none judges itself."""
     a, b = np.arange(1.0, 21.0), np.arange(1.0, 21.0) + 10  # b's threshold is 10 higher than a's
     unknown = np.array([5.0, 19.5, 29.5, 100.0])
-    r = openset.OpenSetResult({"distance": {"validation": a, "test": b, "unknown": unknown}}, np.zeros(4))
+    r = openset.OpenSetResult({"distance": {"threshold": a, "test": b, "unknown": unknown}}, np.zeros(4))
     m = r.metrics("distance")
     ta, tb = openset.threshold_at_tpr(a), openset.threshold_at_tpr(b)
     assert m["fpr_at_95_tpr"] == pytest.approx(((unknown <= ta).mean() + (unknown <= tb).mean()) / 2)
     assert m["known_accepted"] == pytest.approx(((b <= ta).sum() + (a <= tb).sum()) / 40)
-    assert m["known_images"] == 40 and m["validation_images"] == 20 and m["threshold_at_95_tpr"] == ta
+    assert m["known_images"] == 40 and m["threshold_images"] == 20 and m["threshold_at_95_tpr"] == ta
 
 
 @pytest.mark.parametrize("known, unknown, auroc", [([1, 2], [3, 4], 1.0), ([3, 4], [1, 2], 0.0),
@@ -71,7 +71,7 @@ def test_auroc_edge_cases(known, unknown, auroc):
     assert openset.openset_metrics(known, unknown, 0.0)["auroc"] == pytest.approx(auroc)
 
 
-def test_threshold_keeps_95_percent_of_validation():
+def test_threshold_keeps_95_percent_of_the_threshold_half():
     val = np.arange(1, 21, dtype=float)[::-1]  # 20 scores, order must not matter
     t = openset.threshold_at_tpr(val)
     assert t == 19.0  # the smallest t with 19 of 20 (95 %) at or below it
@@ -82,15 +82,15 @@ def test_threshold_keeps_95_percent_of_validation():
         openset.threshold_at_tpr([])
 
 
-def test_combined_is_validation_zscores_added():
-    raw = {"validation": {"distance": np.array([1.0, 3.0]), "recon": np.array([0.1, 0.3])},
+def test_combined_is_threshold_half_zscores_added():
+    raw = {"threshold": {"distance": np.array([1.0, 3.0]), "recon": np.array([0.1, 0.3])},
            "test": {"distance": np.array([2.0, 5.0]), "recon": np.array([0.2, 0.1])},
            "unknown": {"distance": np.array([7.0]), "recon": np.array([0.5])}}
     s = openset.scores_from_raw(raw, ["combined", "distance"])["combined"]
-    # validation: distance mean 2 std 1, recon mean 0.2 std 0.1
+    # threshold half: distance mean 2 std 1, recon mean 0.2 std 0.1
     np.testing.assert_allclose(s["test"], [0 + 0, 3 - 1])
     np.testing.assert_allclose(s["unknown"], [5 + 3])
-    np.testing.assert_allclose(s["validation"], [-2, 2])
+    np.testing.assert_allclose(s["threshold"], [-2, 2])
 
 
 def test_roc_points_span_the_square():
@@ -176,7 +176,7 @@ def test_cli_json_fields(app_fixture):
         assert key in j
     assert j["score"] == "distance" and set(j["scores"]) == {"distance", "combined", "recon"}
     # the fixture's 200 test images, in two halves of 100 that set each other's thresholds (cross-fitted)
-    assert j["known_images"] == 200 and j["unknown_images"] == 104 and j["validation_images"] == 100
+    assert j["known_images"] == 200 and j["unknown_images"] == 104 and j["threshold_images"] == 100
     assert 0 <= j["auroc"] <= 1 and 0 <= j["fpr_at_95_tpr"] <= 1
     assert j["scores"]["distance"]["auroc"] == j["auroc"]
     # the fixture's letters are a-m: leaving out i and l keeps 11 x 8
@@ -250,7 +250,7 @@ def test_open_set_view_renders_and_threshold_moves():
 
 @pytest.mark.usefixtures("app_env")
 def test_letters_get_a_verdict_at_a_movable_threshold():
-    """Each uploaded letter gets 'unknown' or a digit; the threshold starts at the validation 95 % TPR one."""
+    """Each uploaded letter gets 'unknown' or a digit; the threshold starts at the threshold half's 95 % TPR one."""
     import io
 
     from PIL import Image

@@ -498,7 +498,7 @@ def test_10_infinite_outputs_give_standard_json_and_metrics(app_fixture, tmp_pat
 def test_10_app_scores_are_finite_for_the_slider():
     from app import openset as app_openset
 
-    s = app_openset.finite_for_display({"validation": np.array([1.0, np.inf]), "test": np.array([np.nan, 2.0]),
+    s = app_openset.finite_for_display({"threshold": np.array([1.0, np.inf]), "test": np.array([np.nan, 2.0]),
                                         "unknown": np.array([-np.inf, 3.0])})
     assert all(np.isfinite(v).all() for v in s.values())
     lo, hi = app_openset.slider_range(s)
@@ -508,7 +508,7 @@ def test_10_app_scores_are_finite_for_the_slider():
 def test_11_empty_unknown_set_gives_no_row_instead_of_a_crash():
     from app import openset as app_openset
 
-    s = {"validation": np.arange(5.0), "test": np.arange(5.0), "unknown": np.zeros(0)}
+    s = {"threshold": np.arange(5.0), "test": np.arange(5.0), "unknown": np.zeros(0)}
     assert app_openset.metrics_rows({"m": {"distance": s}}) == []
     assert app_openset.rates(s, 2.0)["unknown_accepted"] == 0.0
 
