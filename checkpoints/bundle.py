@@ -558,7 +558,7 @@ def train_until(zoo, stop_at: float, device: str, jobs: int, compile: str, loan:
     info = json.loads((zoo.ROOT / "BUNDLE.json").read_text())
     report = zoo._json(loan) or {}
     modes = report.get("compile") if compile == "auto" else None  # per kind, from the throughput step
-    most = jobs if jobs > 0 else 4  # processes at most (auto: by GPU share, up to 4)
+    most = jobs if jobs > 0 else 4 if device == "cuda" else 1  # processes at most (auto on a GPU: by share, up to 4)
     kw = dict(recipe=info["recipe"], device=device, root=str(zoo.ROOT), stop_at=stop_at,
               threads=max(1, (os.cpu_count() or 1) // most) if most > 1 else 0)
     mode_of = lambda job: (modes or {}).get(job[1], "none") if compile == "auto" else compile
