@@ -157,6 +157,17 @@ def endless(h):
         h.wfile.write(chunk)
 
 
+def _download_fails(monkeypatch, handler, match: str) -> None:
+    """MNIST's download from a mirror served by `handler` ends in one CSAEError matching `match`."""
+    server = Server(handler)
+    monkeypatch.setenv(data.URL_VAR, server.url)
+    try:
+        with pytest.raises(CSAEError, match=match):
+            download.download_dataset("mnist")
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def mirror_env(tmp_path, monkeypatch):
     monkeypatch.delenv(data.SHA256_VAR, raising=False)
@@ -166,14 +177,8 @@ def mirror_env(tmp_path, monkeypatch):
 
 def test_02_trickling_mirror_is_given_up_with_a_message(mirror_env, monkeypatch):
     monkeypatch.setattr(download, "STALL_WINDOW", 1.0)  # 1 KB/s over 1 s; the real window is 30 s
-    server = Server(trickle)
-    monkeypatch.setenv(data.URL_VAR, server.url)
     t0 = time.monotonic()
-    try:
-        with pytest.raises(CSAEError, match="stalled"):
-            download.download_dataset("mnist")
-    finally:
-        server.close()
+    _download_fails(monkeypatch, trickle, "stalled")
     assert time.monotonic() - t0 < 30
     assert not [p for p in (mirror_env / "mnist").iterdir() if p.name.endswith(".part")]
 
@@ -182,24 +187,12 @@ def test_02_file_deadline_counts_every_retry(mirror_env, monkeypatch):
     monkeypatch.setattr(download, "FILE_DEADLINE_BASE", 0.5)
     monkeypatch.setattr(download, "DEADLINE_RATE", 1e12)
     monkeypatch.setattr(download, "MIN_RATE", 1)  # the rate rule would not fire: the deadline must
-    server = Server(trickle)
-    monkeypatch.setenv(data.URL_VAR, server.url)
-    try:
-        with pytest.raises(CSAEError, match="deadline"):
-            download.download_dataset("mnist")
-    finally:
-        server.close()
+    _download_fails(monkeypatch, trickle, "deadline")
 
 
 def test_03_endless_body_is_capped(mirror_env, monkeypatch):
     monkeypatch.setattr(download, "MAX_IDX_BYTES", 1 << 20)
-    server = Server(endless)
-    monkeypatch.setenv(data.URL_VAR, server.url)
-    try:
-        with pytest.raises(CSAEError, match="limit"):
-            download.download_dataset("mnist")
-    finally:
-        server.close()
+    _download_fails(monkeypatch, endless, "limit")
     assert sum(p.stat().st_size for p in (mirror_env / "mnist").iterdir()) < 2 << 20
 
 
