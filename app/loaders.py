@@ -355,6 +355,12 @@ def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
+def one_letter_per_class(name: str, folder: str) -> tuple[int, ...]:
+    """The Letters view's default selection: one image of each letter of the one-per-class split, a to z."""
+    idx, _, labels = test_selection(name, folder, None, 26, 0, split="one-per-class")
+    return tuple(int(i) for i in idx[np.argsort(labels)])
+
+
 def emnist_letters(name: str, folder: str, split: str, indices: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (k, 32, 32) and labels of EMNIST letters `indices` of `split`."""
     images, labels = _split(name, split, folder)

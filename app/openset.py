@@ -188,6 +188,13 @@ def title(name: str) -> str:
     return openset.unknown_title(name)
 
 
+def default_judge(entries: list):
+    """The Letters view's first "Verdict by" model: the default CSAE if listed, else the first with centroids
+    (None when none has them)."""
+    judges = [e for e in entries if e.has_centroids]
+    return next((e for e in judges if (e.dataset, e.kind, e.beta) == registry.DEFAULT_MODEL), judges[0] if judges else None)
+
+
 def verdict_controls(entries: list, dataset: str, where=None):
     """Letters view: pick the judging model (one with centroids) and its distance threshold, starting at the
     95 %-TPR threshold of the known threshold half. Returns (entry, threshold), or None when no verdict can be given."""
@@ -197,7 +204,7 @@ def verdict_controls(entries: list, dataset: str, where=None):
     if not judges or folder is None:
         return None
     by_path = {e.path: e for e in judges}
-    preferred = next((e.path for e in judges if (e.dataset, e.kind, e.beta) == registry.DEFAULT_MODEL), judges[0].path)
+    preferred = default_judge(judges).path
     cols = where.columns([1, 2])
     path = cols[0].selectbox("Verdict by", list(by_path), index=list(by_path).index(preferred),
                              format_func=lambda p: by_path[p].label, key="letters_verdict_model")

@@ -159,13 +159,9 @@ def _letters_defaults(entries) -> None:
     dataset = datasets[0]
     folder = loaders.data_folder(dataset)
     split = "one-per-class"
-    key = None
-    if em_folder:
-        idx, _, labs = loaders.test_selection("emnist-letters", em_folder, None, 26, 0, split=split)
-        key = tuple(int(i) for i in idx[labs.argsort()])
+    key = loaders.one_letter_per_class("emnist-letters", em_folder) if em_folder else None
     models = [e for e in decoders if e.dataset == dataset]
-    judges = [e for e in models if e.has_centroids]
-    judge = next((e for e in judges if (e.dataset, e.kind, e.beta) == registry.DEFAULT_MODEL), judges[0] if judges else None)
+    judge = app_openset.default_judge(models)
     if judge and folder:  # the page's default "Verdict by" model
         app_openset.threshold_half_95(judge.path, dataset, folder)
     for e in models:

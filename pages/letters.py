@@ -39,8 +39,7 @@ else:
     source = c[0].radio("Letters", ["one of every letter (a–z)", "several of one letter"], key="em_source")
     if source.startswith("one"):
         split = "one-per-class"
-        idx, _, labs = loaders.test_selection("emnist-letters", em_folder, None, 26, 0, split=split)
-        idx = idx[np.argsort(labs)]
+        idx = loaders.one_letter_per_class("emnist-letters", em_folder)
     else:
         split = "test"
         present = sorted(set(loaders.split_labels("emnist-letters", em_folder, split).tolist()))
