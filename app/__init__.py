@@ -1,4 +1,4 @@
-"""CSAE Explorer: the Streamlit UI around csae_core (`streamlit run app/explorer.py`).
+"""CSAE Explorer: the Streamlit UI around csae_core (`python -m app`, or `streamlit run app/explorer.py`).
 
 Pages (../pages/) import only this package; this package imports csae_core; csae_core never imports
 either. Modules, one job each:

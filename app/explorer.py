@@ -1,4 +1,5 @@
-"""CSAE Explorer, the entrypoint: `streamlit run app/explorer.py` from the repository root.
+"""CSAE Explorer, the entrypoint: `python -m app` (app/__main__.py) or `streamlit run app/explorer.py` from the
+repository root.
 
 A router and frame only: page config, then st.navigation over the scripts in ../pages/. Because
 the pages are registered with st.navigation, Streamlit does not auto-discover any pages/ folder
@@ -40,11 +41,6 @@ navigation = st.navigation([
     st.Page(PAGES / "latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
     st.Page(PAGES / "train.py", title="Train your own", icon=":material/model_training:"),
 ])
-# Once per server process, in the background: load the default model and test images and render the
-# Reconstructions page's default grid, so the first visit there is a cache lookup (app/warmup.py). When
-# Reconstructions itself is the first page, it computes that grid anyway: warm the rest after it.
-if navigation.url_path != "reconstructions":
-    warmup.start()
 try:
     navigation.run()
 except Exception as e:  # the one boundary: st.stop/st.rerun are BaseExceptions and pass through
@@ -53,4 +49,7 @@ except Exception as e:  # the one boundary: st.stop/st.rerun are BaseExceptions 
     logging.getLogger("csae_explorer").exception("page %r failed", navigation.title)
     st.error(page_error_message(e))
 finally:
-    warmup.start()  # a no-op once started
+    # Once per server process, after the first page is drawn (started before it, the warm-up's model loads
+    # and image parsing took turns with that page on the GIL): load the default model and precompute each
+    # view's first draw in the background (app/warmup.py). A no-op once started.
+    warmup.start()

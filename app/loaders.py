@@ -42,7 +42,7 @@ from csae_core.pedcc import PEDCCResult, generate_pedcc
 from csae_core.preprocess import pad, to_uint8
 from csae_core.sample import decode_latents, interpolate_latents, sample_images
 
-from . import analysis, disk_store, grids, registry
+from . import analysis, disk_store, figures, grids, registry
 
 HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
@@ -389,3 +389,16 @@ def emnist_letters_nearest(path: str, stamp, name: str, folder: str, split: str,
 def pedcc_run(n: int, d: int, seed: int, iters: int | None, converge: bool) -> PEDCCResult:
     """generate_pedcc with a position history for the animation (a few ms to ~0.3 s on the 3-D sphere)."""
     return generate_pedcc(n, d, seed=seed, iters=iters, converge=converge, history_frames=HISTORY_FRAMES)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def sphere_figure(n: int, seed: int, iters: int | None, converge: bool, height: int = 560,
+                  animated: bool = False):
+    """The plotly figure of a 3-D PEDCC run (animated: with its convergence frames), built once per process
+    and shared: plotly validates every trace of every frame as it builds (~0.3 s for 60 frames), while
+    st.plotly_chart only reads a figure (it serializes a copy)."""
+    result = pedcc_run(n, 3, seed, iters, converge)
+    if not animated:
+        return figures.sphere_figure(result.centroids.numpy(), height=height)
+    history = result.history.numpy()
+    return figures.sphere_figure(history, [f"{k + 1}/{len(history)}" for k in range(len(history))], height=height)

@@ -1,4 +1,4 @@
-"""Start and stop one `streamlit run app/explorer.py` server on loopback, for benchmarks, tests and deploy/serve.
+"""Start and stop one explorer server (`python -m app`, i.e. `streamlit run app/explorer.py`) on loopback, for benchmarks, tests and deploy/serve.
 
     proc = start(port, env)   # returns once http://127.0.0.1:port/_stcore/health answers 200
     stop(proc)                # SIGTERM, then SIGKILL after 10 s
@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 def command(port: int, address: str = "127.0.0.1") -> list[str]:
-    """The server's command line: headless, no file watcher (a server, not a development loop), no telemetry."""
-    return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "explorer.py"), "--server.port", str(port),
+    """The server's command line, README's start command (`python -m app`: `streamlit run app/explorer.py` with
+    the heavy imports done first): headless, no file watcher (a server, not a development loop), no telemetry."""
+    return [sys.executable, "-m", "app", "--server.port", str(port),
             "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none"]
 

@@ -1,4 +1,4 @@
-"""Serve the explorer to a classroom: N `streamlit run app/explorer.py` processes behind nginx, supervised.
+"""Serve the explorer to a classroom: N explorer processes (`python -m app`) behind nginx, supervised.
 
     deploy/serve --processes 2 --port 8080                  # http://127.0.0.1:8080, backends on 8081, 8082
     deploy/serve --processes 2 --port 8080 --host 0.0.0.0   # reachable from other machines
@@ -16,8 +16,8 @@ its sessions' browsers reconnect to another process meanwhile (nginx skips a pro
 connections). Ctrl-C or SIGTERM stops nginx and every process, and exits 0.
 
 Remote upstreams (--upstream HOST:PORT) are Streamlit processes another machine runs with the same code,
-checkpoints and data: e.g. `python -m streamlit run app/explorer.py --server.address 0.0.0.0 --server.port
-8501 --server.headless true` there, or `deploy/serve --processes 2 --no-proxy --host 0.0.0.0` (supervised
+checkpoints and data: e.g. `python -m app --server.address 0.0.0.0 --server.port 8501
+--server.headless true` there, or `deploy/serve --processes 2 --no-proxy --host 0.0.0.0` (supervised
 processes without nginx). nginx checks them passively only (this script restarts local processes only).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Home: what CSAE and PEDCC are, which models and datasets were found, and how to get the missing ones."""
 import streamlit as st
 
-from app import figures, loaders, registry, widgets
+from app import loaders, registry, widgets
 from app.widgets import shown_path, shown_text
 
 st.title("CSAE Explorer")
@@ -26,11 +26,6 @@ with text:
         "sampling its latent Gaussian and decoding. The pages on the left show each part: the centres on "
         "a sphere, their distances, reconstructions for each β, class sampling, letters the models never "
         "saw, and the latent space.")
-with picture:
-    # The picture: 10 PEDCC centres on the 3-D sphere (the same algorithm, with d = 3 so it can be seen).
-    result = loaders.pedcc_run(10, 3, 0, None, True)
-    st.plotly_chart(figures.sphere_figure(result.centroids.numpy(), height=320), key="home_sphere")
-    st.caption("PEDCC with 10 classes on the 3-D sphere (the models use 10 centres in 40 dimensions).")
 
 st.header("Models found")
 entries = loaders.model_entries()
@@ -74,3 +69,10 @@ if missing:
 else:
     st.caption("All datasets were found. The shared EMNIST copy holds classes a–m of the test split plus one "
                "image of every letter; the paper used 10 letter classes.")
+
+with picture:
+    # Drawn last, though shown at the top: a browser first loads plotly's script (a few MB) to draw it, and
+    # elements sent after a plotly chart waited for that; now the text and tables appear first.
+    # The picture: 10 PEDCC centres on the 3-D sphere (the same algorithm, with d = 3 so it can be seen).
+    st.plotly_chart(loaders.sphere_figure(10, 0, None, True, 320), key="home_sphere")
+    st.caption("PEDCC with 10 classes on the 3-D sphere (the models use 10 centres in 40 dimensions).")

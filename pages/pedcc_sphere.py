@@ -33,8 +33,8 @@ with left:
     st.caption(f"{result.iterations} iterations in {result.seconds * 1000:.0f} ms"
                + (", converged" if result.converged else ""))
 with right:
-    st.plotly_chart(figures.sphere_figure(history, [f"{k + 1}/{len(history)}" for k in range(len(history))]),
-                    key="pedcc_sphere_fig")
+    st.plotly_chart(loaders.sphere_figure(n, int(seed), None if iters is None else int(iters), converge,
+                                          animated=True), key="pedcc_sphere_fig")
     st.caption("Drag to rotate; ▶ plays the convergence from the random start, the slider scrubs it "
                f"({len(history)} recorded frames).")
     st.plotly_chart(figures.line_figure(list(range(1, len(history) + 1)), [m["energy"] for m in frame_metrics],
