@@ -11,6 +11,7 @@ either. Modules, one job each:
   openset       the Open set view's scores (cached like loaders', with st.cache_data keyed by checkpoint
                 version: kept beside the view's thresholds and figures because nothing else uses them),
                 figures and the letters' verdict controls
+  passes        model passes one at a time per process, a page's own before prefetches and the warm-up's
   grids         image grids (csae_core.images.tile) and PNG bytes for st.image
   figures       plotly figure builders (return go.Figure, no st. calls)
   letters       user images (uploads, canvas) -> EMNIST-style 28x28 inputs or a message

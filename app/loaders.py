@@ -27,7 +27,6 @@ import functools
 import hashlib
 import os
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +41,13 @@ from csae_core.pedcc import PEDCCResult, generate_pedcc
 from csae_core.preprocess import pad, to_uint8
 from csae_core.sample import decode_latents, interpolate_latents, sample_images
 
-from . import analysis, disk_store, figures, grids, registry
+from . import analysis, disk_store, figures, grids, passes, registry
 
 HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
 SESSION_MEMO = 64  # user-letter results remembered per session (oldest dropped first)
 THREADS_ENV = "CSAE_APP_THREADS"  # torch intra-op threads of the app process (default 1)
-# Model passes over test images run one at a time per process: 16 sessions opening Reconstructions at once
-# would otherwise put 16 torch threads on 2 cores, and every cheap rerun (another user's β move, a lookup)
-# would get a 16th of a core. Queued, the passes take the same total time and the moves keep a core.
-MODEL_PASSES = threading.BoundedSemaphore(1)
+MODEL_PASSES = passes.PassQueue()  # one model pass at a time per process, a page's own before prefetches
 
 
 def configure_torch() -> None:
@@ -260,7 +256,8 @@ def prefetch_grids(paths: list[str], name: str, folder: str, indices: tuple[int,
     for path in paths:
         key = (path, checkpoint_stamp(path), name, folder, indices, nrow)
         if key not in done:
-            comparison_png(path, name, folder, indices, nrow)
+            with passes.background():  # other sessions' first grids go first
+                comparison_png(path, name, folder, indices, nrow)
             if len(done) >= SESSION_MEMO:
                 done.clear()
             done.add(key)

@@ -61,8 +61,11 @@ def warm() -> dict:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRIORITY)
         except (AttributeError, OSError):
             pass
+    from app import passes
+
     try:
-        _warm(t0)
+        with passes.background():  # a visitor's own model passes go before the warm-up's
+            _warm(t0)
     except Exception as e:  # noqa: BLE001 - best effort: the page computes what is missing
         report["error"] = f"{type(e).__name__}: {e}"
     finally:

@@ -250,3 +250,39 @@ def test_user_letter_results_are_memoised_per_session(app_fixture, monkeypatch):
     monkeypatch.setattr(loaders.st, "session_state", {})  # another session: its own memo
     loaders.letters_recon(entry.path, letters28)
     assert len(calls) == 3 and len(memo_home["_letters_memo"]) == 2
+
+
+def test_model_passes_run_one_at_a_time_and_a_pages_own_go_before_prefetches():
+    """16 users opening Reconstructions: each one's first grid must not queue behind the others' prefetches."""
+    import threading
+    import time
+
+    from app import passes
+
+    queue, order, running = passes.PassQueue(), [], []
+    release = threading.Event()
+
+    def pass_(name, background=False, hold=None):
+        ctx = passes.background() if background else threading.Lock()  # a lock: any no-op context
+        with ctx, queue:
+            running.append(name)
+            assert len(running) == 1, f"two passes at once: {running}"
+            order.append(name)
+            if hold is not None:
+                hold.wait(10)
+            running.remove(name)
+
+    first = threading.Thread(target=pass_, args=("busy",), kwargs={"hold": release})
+    first.start()
+    while not order:
+        time.sleep(0.01)
+    threads = [threading.Thread(target=pass_, args=("prefetch", True))]
+    threads[0].start()
+    time.sleep(0.2)  # the prefetch is waiting first ...
+    threads.append(threading.Thread(target=pass_, args=("own",)))
+    threads[1].start()
+    time.sleep(0.2)  # ... then a page's own pass
+    release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert order == ["busy", "own", "prefetch"]
