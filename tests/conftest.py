@@ -168,9 +168,4 @@ def app_env(app_fixture, monkeypatch) -> dict[str, Path]:
     monkeypatch.setenv("CSAE_CHECKPOINTS_DIR", str(app_fixture["checkpoints"]))
     monkeypatch.setenv("CSAE_DATA_DIR", str(app_fixture["data"]))
     monkeypatch.setenv("CSAE_USER_MODELS_DIR", str(app_fixture["empty"].parent / "no_user_models"))  # no stray user models
-    yield app_fixture
-    # A page's background prefetches (app/passes.py) finish inside the test that queued them, not in the next
-    # one's counts or environment.
-    import sys
-    if "app.passes" in sys.modules:
-        sys.modules["app.passes"].wait_prefetched(120)
+    return app_fixture
