@@ -251,14 +251,13 @@ def row_png(path: str | None, stamp, name: str, folder: str, indices: tuple[int,
 
 def prefetch_grids(paths: list[str], name: str, folder: str, indices: tuple[int, ...], nrow: int) -> None:
     """comparison_png of each checkpoint in `paths` for this image selection, so the next β move is a lookup;
-    queued once per session and selection, computed in the background thread (app/passes.py) after other
-    sessions' own passes: the run that drew the page ends at once instead of after 4 more model passes, and
-    a move arriving meanwhile interrupts nothing (it waits only for the grid it needs, if being computed)."""
+    once per session and selection (a move reruns the page, and its lookups need not run again)."""
     done = st.session_state.setdefault("_prefetched_grids", set())
     for path in paths:
         key = (path, checkpoint_stamp(path), name, folder, indices, nrow)
         if key not in done:
-            passes.prefetch(comparison_png, path, name, folder, indices, nrow)
+            with passes.background():  # other sessions' first grids go first
+                comparison_png(path, name, folder, indices, nrow)
             if len(done) >= SESSION_MEMO:
                 done.clear()
             done.add(key)

@@ -11,14 +11,10 @@ passes: a pass some page is waiting to show goes first, so the 16th user to open
 """
 from __future__ import annotations
 
-import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 _local = threading.local()
-PREFETCH_THREAD, WARMUP_THREAD = "csae-prefetch", "csae-warmup"
-QUIET_THREADS = (WARMUP_THREAD, PREFETCH_THREAD)  # threads that call Streamlit caches outside a script run
 
 
 class PassQueue:
@@ -55,42 +51,3 @@ def background():
         yield
     finally:
         _local.background = before
-
-
-class _QuietBackgroundThreads(logging.Filter):
-    """Streamlit logs 'missing ScriptRunContext' for cache calls outside a script run: expected in these."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.threadName.startswith(QUIET_THREADS)
-
-
-_quiet = _QuietBackgroundThreads()
-
-
-def quiet_logs() -> None:
-    """Keep the background threads' expected Streamlit warnings off the server's log (idempotent)."""
-    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_quiet)
-
-
-# One worker: prefetches are best-effort background passes, and passes run one at a time anyway.
-_prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=PREFETCH_THREAD)
-
-
-def prefetch(fn, *args) -> None:
-    """fn(*args) later, in the background thread, as background passes; a failure is only logged (the page
-    that needs the value computes it)."""
-    quiet_logs()
-
-    def run():
-        with background():
-            try:
-                fn(*args)
-            except Exception:  # noqa: BLE001 - best effort
-                logging.getLogger("csae_explorer").warning("prefetch failed", exc_info=True)
-
-    _prefetcher.submit(run)
-
-
-def wait_prefetched(timeout: float | None = None) -> None:
-    """Until every prefetch queued so far has run (TimeoutError after `timeout` s): for tests and benchmarks."""
-    _prefetcher.submit(lambda: None).result(timeout)

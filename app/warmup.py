@@ -15,19 +15,25 @@ computes that piece itself.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
 import threading
 import time
 
-from app import passes  # no torch: the entrypoint imports this module on every page
-
-THREAD_NAME = passes.WARMUP_THREAD
+THREAD_NAME = "csae-warmup"
 ENV_VAR = "CSAE_APP_WARMUP"  # "0" turns the warm-up off (the test session does, to keep its timings its own)
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 done = threading.Event()  # set when the warm-up finished (or failed)
 report: dict = {}  # what was warmed and how long it took (seconds), for logs and benchmarks
+
+
+class _QuietWarmupThread(logging.Filter):
+    """Streamlit logs 'missing ScriptRunContext' for cache calls outside a script run: expected here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != THREAD_NAME
 
 
 PRIORITY = 10  # niceness of the warm-up thread: sessions' own work goes first
@@ -42,7 +48,7 @@ def start() -> bool:
         if _thread is not None:
             return False
         _thread = threading.Thread(target=warm, name=THREAD_NAME, daemon=True)
-    passes.quiet_logs()
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_QuietWarmupThread())
     _thread.start()
     return True
 
@@ -55,6 +61,8 @@ def warm() -> dict:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRIORITY)
         except (AttributeError, OSError):
             pass
+    from app import passes
+
     try:
         with passes.background():  # a visitor's own model passes go before the warm-up's
             _warm(t0)

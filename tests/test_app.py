@@ -295,31 +295,6 @@ def test_broken_checkpoint_is_reported_not_raised(app_env, monkeypatch, tmp_path
     assert any("cvae.safetensors is missing" in w.value for w in at.warning)
 
 
-@pytest.mark.usefixtures("app_env")
-def test_reconstructions_run_ends_with_its_grid_and_the_other_betas_follow_in_the_background(monkeypatch):
-    """The page's run computes the shown β only (16 users opening it do not each wait for 5 passes); the
-    other β are computed by the prefetch thread, so the next move is a lookup."""
-    import threading
-
-    import streamlit as st
-
-    from app import loaders, passes
-
-    monkeypatch.setenv("CSAE_CACHE_DIR", "off")  # count real model passes, not on-disk hits
-    st.cache_data.clear()
-    computed, real = [], loaders.analysis.reconstruct
-    monkeypatch.setattr(loaders.analysis, "reconstruct", lambda model, *a, **k: computed.append(
-        threading.current_thread().name) or real(model, *a, **k))
-    at = open_page("reconstructions")
-    assert image_urls(at)
-    passes.wait_prefetched(120)
-    in_run = [n for n in computed if not n.startswith(passes.PREFETCH_THREAD)]
-    assert len(in_run) == 1 and len(computed) == 3, computed  # β 0.04 in the run; 0 and 0.08 prefetched
-    computed.clear()
-    at.select_slider(key="recon_beta_mnist").set_value(0.08).run()
-    assert not at.exception and not computed
-
-
 # ---------------------------------------------------------------- warm-up
 
 @pytest.mark.usefixtures("app_env")
