@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from csae_core.checkpoint import atomic_write_bytes
+from csae_core.train import PROGRESS_FILE
 from csae_core.errors import CSAEError
 
 from . import registry, training_plan
@@ -270,19 +271,41 @@ def delete(job_id: str) -> None:
         (_jobs_dir() / f"{job_id}.json").unlink(missing_ok=True)
 
 
-def history(job_id: str) -> list[dict]:
-    """The run's epoch records (log.jsonl), [] before the first epoch ends."""
+def _records(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The JSON lines of `path` that are objects with numbers at `keys`; a torn or odd line is skipped."""
     try:
-        lines = (run_dir(job_id) / "log.jsonl").read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return []
     out = []
     for line in lines:
         with contextlib.suppress(ValueError):
             rec = json.loads(line)
-            if isinstance(rec, dict) and "epoch" in rec:
+            if isinstance(rec, dict) and all(isinstance(rec.get(k), (int, float)) for k in keys):
                 out.append(rec)
     return out
+
+
+def history(job_id: str) -> list[dict]:
+    """The run's epoch records (log.jsonl), [] before the first epoch ends."""
+    return _records(run_dir(job_id) / "log.jsonl", ("epoch",))
+
+
+def steps(job_id: str) -> list[dict]:
+    """The run's lines from within its epochs (the trainer's progress.jsonl, one every few seconds: the mean
+    losses since the line before), in training order: the lines of an epoch redone after a resume replace
+    the ones they repeat."""
+    out: list[dict] = []
+    for rec in _records(run_dir(job_id) / PROGRESS_FILE, ("epoch", "images", "epoch_images")):
+        while out and (out[-1]["epoch"], out[-1]["images"]) >= (rec["epoch"], rec["images"]):
+            out.pop()
+        out.append(rec)
+    return out
+
+
+def epochs_done(rec: dict) -> float:
+    """Where a progress line lies on the epoch axis: 2.25 is a quarter into epoch 3."""
+    return rec["epoch"] - 1 + rec["images"] / max(1, rec["epoch_images"])
 
 
 def strips(job_id: str) -> list[tuple[int, Path]]:
@@ -293,19 +316,36 @@ def strips(job_id: str) -> list[tuple[int, Path]]:
     return sorted((int(p.stem[5:]), p) for p in folder.glob("epoch*.png") if p.stem[5:].isdigit())
 
 
+def _live(job: dict, done: int) -> dict | None:
+    """The running job's latest line from inside its current epoch (none from an earlier attempt at it)."""
+    pts = steps(job["id"]) if job.get("state") == "running" else []
+    last = pts[-1] if pts else None
+    fresh = last is not None and last.get("time", 0) >= (job.get("started") or 0) - 1
+    return last if fresh and last["epoch"] == done + 1 else None
+
+
 def progress(job: dict) -> tuple[float, str]:
-    """(fraction done, 'epoch 3 of 5 · ETA 1 min') from the log; the ETA from this run's own images/s."""
+    """(fraction done, 'epoch 3 of 5: 40 % · 230 images/s · ETA 1 min'): inside an epoch from the trainer's
+    progress lines, else from the epoch records; the ETA from this run's own images/s."""
     hist = history(job["id"])
     epochs = job.get("epochs") or 1
-    done = min(1.0, len(hist) / epochs)
+    done = int(hist[-1]["epoch"]) if hist else 0
     if job.get("state") == "done":
-        return 1.0, f"finished: {len(hist)} of {epochs} epochs"
-    if not hist:
-        return 0.0, f"epoch 1 of {epochs} running (the first point appears when it ends)"
-    last = hist[-1]
-    left = (epochs - len(hist)) * (last.get("seconds") or 0)
+        return 1.0, f"finished: {done} of {epochs} epochs"
+    live = _live(job, done)
+    if job.get("state") == "exporting" or (job.get("state") == "running" and done >= epochs):
+        return 0.99, f"epoch {done} of {epochs} done · exporting, and evaluating on the whole test set"
+    if live:
+        within = live["images"] / max(1, live["epoch_images"])
+        left = ((epochs - done) * live["epoch_images"] - live["images"]) / max(live.get("images_per_s") or 0, 1e-9)
+        text = f"epoch {done + 1} of {epochs}: {within:.0%} · {live.get('images_per_s', 0):.0f} images/s"
+    elif hist:
+        within, left = 0.0, (epochs - done) * (hist[-1].get("seconds") or 0)
+        text = f"epoch {done} of {epochs} done · {hist[-1].get('images_per_s', 0):.0f} images/s"
+    elif job.get("state") == "running":
+        return 0.0, f"epoch 1 of {epochs} running (the first point appears within seconds)"
+    else:
+        return 0.0, f"epoch 0 of {epochs} done"
     eta = f" · ETA {training_plan.duration(left)}" if job.get("state") == "running" and left else ""
-    if job.get("state") == "exporting" or (job.get("state") == "running" and len(hist) >= epochs):
-        eta = " · exporting, and evaluating on the whole test set"
     # 100 % only when the model is listed: the export and the test-set evaluation come after the last epoch.
-    return min(done, 0.99), f"epoch {len(hist)} of {epochs} done · {last.get('images_per_s', 0):.0f} images/s{eta}"
+    return min((done + within) / epochs, 0.99), text + eta

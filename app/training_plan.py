@@ -27,8 +27,10 @@ MAX_IMAGE_STEPS = 8_000_000  # the paper's 120 epochs of MNIST are 7.2 M image-s
 
 # A recipe: TrainConfig settings (as `train` flags) and a line for the user. The quick preset is the project's
 # CPU optimizer (csae_core.recipes.CPU_SGD: 98.3 % on MNIST validation at 55k image-steps, results/recipe.md),
-# cut into 5 epochs of 11,000 random images so the curves move every minute. cpu-720k and paper are the zoo's
-# recipes (csae_core.recipes), evaluated per epoch on 1,000 test images. `tiny` is a smoke test.
+# cut into 5 epochs of 11,000 random images (a validation point and strip about every minute; the loss curves
+# move every 5 s from the trainer's progress lines, TrainConfig.progress_every). cpu-720k and paper are the
+# zoo's recipes (csae_core.recipes), evaluated per epoch on 1,000 test images. `tiny` is a smoke test (its
+# progress lines come every 0.05 s, so its second-long runs show them too).
 RECIPES = {
     "quick": dict(title="quick (55k image-steps, a few minutes on 2 CPU cores)", cuda_only=False,
                   train=dict(recipes.CPU_SGD, epochs=5, epoch_images=11_000, val_images=1000, stats_images=5000)),
@@ -38,7 +40,7 @@ RECIPES = {
                   train=dict(recipes.PAPER, test_images=1000)),
     "tiny": dict(title="tiny (a smoke test: seconds, not a useful model)", cuda_only=False,
                  train=dict(epochs=2, lr=0.03, schedule="step", lr_step=1, batch_size=16, epoch_images=32,
-                            val_images=10, stats_images=50), widths=(8, 8, 8, 8)),
+                            val_images=10, stats_images=50, progress_every=0.05), widths=(8, 8, 8, 8)),
 }
 TRAIN_SIZE = {"mnist": 60_000, "fashion-mnist": 60_000}
 

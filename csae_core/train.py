@@ -450,8 +450,8 @@ class ProgressNote:
         now = {"images": seen, "correct": float(correct), **{k: float(v) for k, v in sums.items()}}
         n = max(1, now["images"] - self.prev["images"])
         seconds = time.perf_counter() - self.t0
-        rec = {"epoch": self.epoch, "step": step, "steps": self.steps, "images": seen * self.world,
-               "epoch_images": self.images * self.world, "seconds": round(seconds, 2),
+        rec = {"time": round(time.time(), 1), "epoch": self.epoch, "step": step, "steps": self.steps,
+               "images": seen * self.world, "epoch_images": self.images * self.world, "seconds": round(seconds, 2),
                "images_per_s": round(seen * self.world / seconds, 1),
                **{k: (v - self.prev.get(k, 0.0)) / n for k, v in now.items() if k not in ("images", "correct")},
                "train_accuracy": (now["correct"] - self.prev["correct"]) / n}

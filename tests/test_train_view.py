@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import registry, training_jobs, training_plan
+from app import registry, train_ui, training_jobs, training_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "pages" / "train.py"
@@ -79,6 +79,10 @@ def test_start_progress_stop_resume_and_delete(user):
     at.run()
     bar = at.get("progress")[0]
     assert 0 < bar.value <= 100 and "epoch" in bar.text
+    # The curves: lines from inside the epochs (the tiny recipe writes them every 0.05 s) and per-epoch points.
+    assert training_jobs.steps(job_id), "the trainer's progress lines"
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t.get("legendgroup") for t in chart["data"]} == {"live", "epoch"}
 
     at.button(key=f"stop_{job_id}").click().run()
     wait_for(lambda: the_job(job_id)["state"] == "stopped")
@@ -196,3 +200,36 @@ def test_disk_cap_refuses_a_new_job_and_names_the_oldest(user, monkeypatch):
     with pytest.raises(Exception, match="the cap is 1 MB"):
         training_jobs.start(training_plan.Plan(dataset="mnist", recipe="tiny"), cuda=False)
     assert training_jobs.all_jobs() == []
+
+
+def write_lines(path: Path, records: list, torn: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + torn)
+
+
+def test_the_bar_and_curves_move_within_an_epoch(user):
+    """Between epoch ends, the progress bar, its ETA and the curves come from the trainer's progress lines: an
+    epoch of the quick preset is ~50 s on 2 cores, and the curves must move at least every 10 s."""
+    job = {"id": "j1", "state": "running", "epochs": 5, "started": 1000.0}
+    run = training_jobs.run_dir("j1")
+    write_lines(run / "log.jsonl", [{"epoch": 1, "loss1": 0.5, "loss2": 0.1, "val_accuracy": 0.9, "seconds": 50}])
+    line = dict(time=1001.0, epoch=2, steps=86, epoch_images=11_000, images_per_s=200.0, loss1=0.3, loss2=0.08,
+                train_accuracy=0.95)
+    earlier = [dict(line, epoch=1, images=n, time=999.0) for n in (2750, 5500, 8250)]
+    write_lines(run / "progress.jsonl", [*earlier, dict(line, images=5500)], torn='{"epoch": 2, "ima')
+    fraction, text = training_jobs.progress(job)
+    assert fraction == pytest.approx((1 + 0.5) / 5)
+    assert "epoch 2 of 5: 50%" in text and "200 images/s" in text
+    assert "ETA 3 min" in text  # (4 * 11,000 - 5,500) images at 200 images/s: 192 s
+    assert [training_jobs.epochs_done(r) for r in training_jobs.steps("j1")] == [0.25, 0.5, 0.75, 1.5]
+
+    # After a stop and a resume, epoch 2 is redone: its new lines replace the old ones they repeat, and the old
+    # attempt's line (written before this start) does not move the bar.
+    write_lines(run / "progress.jsonl", [*earlier, dict(line, images=5500), dict(line, images=2750, time=1002.0)])
+    assert [training_jobs.epochs_done(r) for r in training_jobs.steps("j1")] == [0.25, 0.5, 0.75, 1.25]
+    assert training_jobs.progress(dict(job, started=2000.0))[0] == pytest.approx(1 / 5)
+
+    fig = train_ui.curves(training_jobs.history("j1"), training_jobs.steps("j1"))
+    live = [t for t in fig.data if t.legendgroup == "live"]
+    assert [t.yaxis for t in live] == ["y", "y2", "y3"]  # Loss1, Loss2 and training accuracy all move
+    assert list(live[0].x) == [0.25, 0.5, 0.75, 1.25]
