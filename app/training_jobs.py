@@ -147,11 +147,22 @@ def _check_alive(job: dict) -> dict:
         if again.get("state") in ACTIVE:
             with contextlib.suppress(OSError):  # a trainer child left behind by a killed runner
                 os.killpg(job["pid"], signal.SIGKILL)
-            return update(job["id"], state="failed", finished=time.time(),
-                          error="the training process ended without saying why (killed, or the machine restarted)",
-                          log_tail=log_tail(job["id"])) or again
+            return fail(job["id"], "the training process ended without saying why (killed, or the machine "
+                                   "restarted)") or again
         return again
     return job
+
+
+def _drop_model(job_id: str) -> None:
+    for p in (user_dir() / "models").glob(f"{job_id}.*"):
+        p.unlink(missing_ok=True)
+
+
+def fail(job_id: str, error: str) -> dict | None:
+    """Record the job as failed, with its log's last lines. A runner killed between writing the model and
+    recording the job as done leaves a model file behind: it goes, since a failed job is never a model."""
+    _drop_model(job_id)
+    return update(job_id, state="failed", finished=time.time(), error=error, log_tail=log_tail(job_id))
 
 
 def _launch(job: dict) -> dict:
@@ -262,8 +273,7 @@ def delete(job_id: str) -> None:
         raise CSAEError("this job is still running. Fix: stop it first, then delete it.")
     with _locked():
         shutil.rmtree(run_dir(job_id), ignore_errors=True)
-        for p in (user_dir() / "models").glob(f"{job_id}.*"):
-            p.unlink(missing_ok=True)
+        _drop_model(job_id)
         upload = (job.get("plan") or {}).get("dataset", "")
         datasets = (user_dir() / "datasets").resolve()
         if upload and Path(upload).resolve().is_relative_to(datasets) and Path(upload).resolve() != datasets:

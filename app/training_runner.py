@@ -135,8 +135,7 @@ def run_job(job_id: str) -> None:
     elif rc == 130 or _stop_asked:
         jobs.update(job_id, state="stopped", finished=time.time(), note="stopped; its last finished epoch is kept")
     else:
-        jobs.update(job_id, state="failed", finished=time.time(), error=f"the trainer exited with code {rc}",
-                    log_tail=jobs.log_tail(job_id))
+        jobs.fail(job_id, f"the trainer exited with code {rc}")
 
 
 def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths: str) -> float:
@@ -181,8 +180,7 @@ def main(argv: list[str]) -> int:
         run_job(job_id)
     except Exception as e:  # noqa: BLE001 - whatever went wrong, the job must not stay "running"
         print(f"error: {type(e).__name__}: {e}", flush=True)
-        jobs.update(job_id, state="failed", finished=time.time(), error=f"{type(e).__name__}: {e}",
-                    log_tail=jobs.log_tail(job_id))
+        jobs.fail(job_id, f"{type(e).__name__}: {e}")
     finally:
         jobs.tick()  # the next queued job, with or without a tab open
     return 0

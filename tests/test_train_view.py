@@ -119,9 +119,15 @@ def test_start_progress_stop_resume_and_delete(user):
     assert not app.exception, [e.value for e in app.exception]
     assert any(f"Epoch {EPOCHS} of {EPOCHS}, tiny recipe" in c.value for c in app.caption), "its real epoch and recipe"
 
-    # Latent space (and every view with a model picker) can select it.
+    # Latent space, Open set and Letters (every view with a model picker) can select it.
     app.switch_page("../pages/latent_space.py").run()
     assert any("your CSAE β=0.3" in o for o in app.selectbox(key="latent_model").options)
+    app.switch_page("../pages/open_set.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("your CSAE β=0.3" in o for o in app.multiselect(key="openset_models_mnist").options)
+    app.switch_page("../pages/letters.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("your CSAE β=0.3" in o for o in app.selectbox(key="letters_verdict_model").options)
 
     at.button(key=f"delete_{job_id}").click().run()
     assert registry.scan_user() == [] and training_jobs.all_jobs() == []
@@ -233,3 +239,20 @@ def test_the_bar_and_curves_move_within_an_epoch(user):
     live = [t for t in fig.data if t.legendgroup == "live"]
     assert [t.yaxis for t in live] == ["y", "y2", "y3"]  # Loss1, Loss2 and training accuracy all move
     assert list(live[0].x) == [0.25, 0.5, 0.75, 1.25]
+
+
+def test_a_runner_killed_after_writing_the_model_leaves_no_model(user, app_env):
+    """Killed between writing models/<id> and recording the job as done: the job is failed, and its model goes."""
+    from csae_core.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(app_env["checkpoints"] / "mnist" / "csae-b0.04", check_manifest=False)
+    meta = {k: v for k, v in ck.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
+                                                         "weights_dtype", "centroids")}
+    save_checkpoint(training_jobs.model_stem("j2"), ck.model, meta, half=True)
+    assert len(registry.scan_user()) == 1
+    dead = 2**22 + 7  # above the default pid_max: no such process
+    training_jobs._write({"id": "j2", "state": "exporting", "pid": dead, "created": 1.0, "epochs": 2,
+                          "plan": {"kind": "csae", "beta": 0.3}})
+    [job] = training_jobs.all_jobs()
+    assert job["state"] == "failed" and "killed" in job["error"]
+    assert registry.scan_user() == [] and not list((user / "models").glob("j2.*"))
