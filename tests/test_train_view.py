@@ -75,6 +75,8 @@ def test_start_progress_stop_resume_and_delete(user):
     assert "Estimated time" in " ".join(c.value for c in at.caption)  # from the (seeded) measured images/s
     job_id = start_tiny(at)
     assert the_job(job_id)["state"] == "running"
+    other_tab = open_train()  # a new session (a reopened tab) reattaches: the job, its bar and its Stop
+    assert other_tab.button(key=f"stop_{job_id}") and other_tab.get("progress")
     wait_for(lambda: training_jobs.history(job_id))
     at.run()
     bar = at.get("progress")[0]
@@ -157,6 +159,20 @@ def test_a_killed_job_fails_with_its_log_and_the_queue_moves_on(user):
     training_jobs.stop(second)
     wait_for(lambda: the_job(second)["state"] == "stopped")
     assert registry.scan_user() == []
+
+
+def test_the_view_offers_no_start_when_served_beyond_this_machine(user, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.delenv(training_jobs.ALLOW_ENV)
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = open_train()
+    finally:
+        config.set_option("server.address", before)
+    assert at.button(key="train_start").disabled
+    assert any("Training from the browser is off" in w.value for w in at.warning)
 
 
 def test_training_is_off_when_the_server_listens_beyond_this_machine(monkeypatch):
@@ -256,3 +272,13 @@ def test_a_runner_killed_after_writing_the_model_leaves_no_model(user, app_env):
     [job] = training_jobs.all_jobs()
     assert job["state"] == "failed" and "killed" in job["error"]
     assert registry.scan_user() == [] and not list((user / "models").glob("j2.*"))
+
+
+def test_the_estimate_is_measured_on_this_machine_once(user):
+    """Before Start: images/s timed in a separate process (a few steps of the chosen model), kept for next time."""
+    plan = training_plan.Plan(dataset="mnist", recipe="tiny")
+    cache = user / "speed-fresh.json"
+    speed = training_plan.measured_speed(plan, cache)
+    assert speed > 0 and json.loads(cache.read_text()) == {training_plan.speed_key(plan): speed}
+    assert training_plan.measured_speed(plan, cache) == speed  # read back, not measured again
+    assert training_plan.estimate_seconds(plan, speed) > training_plan.image_steps(plan) / speed
