@@ -7,6 +7,7 @@ while a job is active, reading the run's files: no session holds any job state, 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -235,6 +236,23 @@ def models_table() -> None:
             for e in sorted(mine, key=lambda e: _mtime(e.path))]
     st.dataframe(pd.DataFrame(rows), hide_index=True,
                  column_config={"test accuracy": st.column_config.NumberColumn(format="percent")})
+    _delete_row(sorted(mine, key=lambda e: _mtime(e.path)), used >= cap)
+
+
+def _delete_row(oldest_first: list, full: bool) -> None:
+    """Delete a model (with its job, run folder and uploaded images), the oldest offered first."""
+    by_path = {e.path: e for e in oldest_first}
+    c = st.columns([3, 1])
+    path = c[0].selectbox("Delete a model (oldest first)" + (": the disk cap is reached" if full else ""),
+                          list(by_path), format_func=lambda p: f"{by_path[p].long_label} · {Path(p).stem}",
+                          key="train_delete_model")
+    if c[1].button("Delete", key="train_delete_model_button", disabled=path is None):
+        try:
+            training_jobs.delete(Path(path).stem)
+        except CSAEError as e:
+            st.error(str(e))
+            return
+        st.rerun()
 
 
 def _mtime(path: str) -> float:

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,7 @@ MAX_MB = 2048  # all user models, runs and uploads together
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 ACTIVE = ("running", "stopping", "exporting")
 LOG_TAIL = 12  # lines of a failed job's log shown to the user
+JOB_ID = re.compile(r"[\w-]{1,64}")  # a job id is a file name (start(): 20261201-013000-1a2b3c), never a path
 
 
 def user_dir() -> Path:
@@ -265,10 +267,11 @@ def resume(job_id: str) -> None:
 
 
 def delete(job_id: str) -> None:
-    """Remove a job with its run folder, its model and its uploaded images (a running job is stopped first)."""
-    job = read(job_id)
-    if job is None:
-        return
+    """Remove a job with its run folder, its model and its uploaded images (a running job is stopped first);
+    a model whose job file is gone goes too."""
+    if not JOB_ID.fullmatch(job_id):
+        return  # not one of ours: never a path
+    job = read(job_id) or {"id": job_id}
     if job.get("state") in ACTIVE:
         raise CSAEError("this job is still running. Fix: stop it first, then delete it.")
     with _locked():

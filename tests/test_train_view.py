@@ -257,14 +257,21 @@ def test_the_bar_and_curves_move_within_an_epoch(user):
     assert list(live[0].x) == [0.25, 0.5, 0.75, 1.25]
 
 
-def test_a_runner_killed_after_writing_the_model_leaves_no_model(user, app_env):
-    """Killed between writing models/<id> and recording the job as done: the job is failed, and its model goes."""
+def user_model(app_env, job_id: str, mtime: float | None = None) -> None:
+    """models/<job_id>, as a runner exports one (a fixture checkpoint's model)."""
     from csae_core.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(app_env["checkpoints"] / "mnist" / "csae-b0.04", check_manifest=False)
     meta = {k: v for k, v in ck.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
                                                          "weights_dtype", "centroids")}
-    save_checkpoint(training_jobs.model_stem("j2"), ck.model, meta, half=True)
+    save_checkpoint(training_jobs.model_stem(job_id), ck.model, meta, half=True)
+    if mtime is not None:
+        os.utime(training_jobs.model_stem(job_id).with_suffix(".json"), (mtime, mtime))
+
+
+def test_a_runner_killed_after_writing_the_model_leaves_no_model(user, app_env):
+    """Killed between writing models/<id> and recording the job as done: the job is failed, and its model goes."""
+    user_model(app_env, "j2")
     assert len(registry.scan_user()) == 1
     dead = 2**22 + 7  # above the default pid_max: no such process
     training_jobs._write({"id": "j2", "state": "exporting", "pid": dead, "created": 1.0, "epochs": 2,
@@ -282,3 +289,18 @@ def test_the_estimate_is_measured_on_this_machine_once(user):
     assert speed > 0 and json.loads(cache.read_text()) == {training_plan.speed_key(plan): speed}
     assert training_plan.measured_speed(plan, cache) == speed  # read back, not measured again
     assert training_plan.estimate_seconds(plan, speed) > training_plan.image_steps(plan) / speed
+
+
+def test_models_are_offered_for_deletion_oldest_first(user, app_env):
+    user_model(app_env, "20261130-090000-aaaaaa", mtime=time.time() - 3600)
+    user_model(app_env, "20261201-090000-bbbbbb")
+    training_jobs._write({"id": "20261201-090000-bbbbbb", "state": "done", "created": time.time(), "epochs": 2,
+                          "plan": {"kind": "csae", "beta": 0.04}})
+    at = open_train()
+    assert Path(at.selectbox(key="train_delete_model").value).stem == "20261130-090000-aaaaaa"  # offered first
+    assert list(at.dataframe[0].value["file"]) == ["20261130-090000-aaaaaa.json", "20261201-090000-bbbbbb.json"]
+    at.button(key="train_delete_model_button").click().run()  # the oldest, whose job file is gone
+    assert [Path(e.path).stem for e in registry.scan_user()] == ["20261201-090000-bbbbbb"]
+    at.button(key="train_delete_model_button").click().run()  # then the newer one, with its job
+    assert registry.scan_user() == [] and training_jobs.all_jobs() == []
+    training_jobs.delete("../escape")  # not a job id: nothing happens
