@@ -90,8 +90,9 @@ def estimate(plan: training_plan.Plan, busy: bool) -> None:
     except (CSAEError, OSError, ValueError) as e:
         st.caption(f"{steps:,} image-steps; no estimate ({e}).")
         return
+    where = "this machine's GPU" if training_plan.job_device(plan) == "cuda" else "this machine"
     st.caption(f"Estimated time: about **{training_plan.duration(training_plan.estimate_seconds(plan, speed))}** "
-               f"({steps:,} image-steps at {speed:.0f} images/s, measured on this machine"
+               f"({steps:,} image-steps at {speed:.0f} images/s, measured on {where}"
                f"{' while it was busy' if busy else ''}; evaluations included).")
 
 

@@ -1,8 +1,8 @@
 """Training jobs of the Train view: a queue of separate processes, one running at a time per user folder.
 
 A job is a small JSON file, `<user folder>/jobs/<id>.json`, written atomically; everything else about it is
-in its run folder `<user folder>/runs/<id>/` (the library's log.jsonl and checkpoints, the runner's log, the
-per-epoch strips). The script thread only reads these files and starts or signals processes, so a job
+in its run folder `<user folder>/runs/<id>/` (the library's log.jsonl, progress.jsonl and checkpoints, the
+runner's log, the per-epoch strips). The script thread only reads these files and starts or signals processes, so a job
 survives reruns, page changes, closed tabs and a restarted server, and any session reattaches to it.
 
 States: queued -> running -> done | stopped | failed; stopping while a Stop is being honoured. A job whose

@@ -153,18 +153,24 @@ def job_threads() -> int:
 
 # ---------------------------------------------------------------- the time estimate
 
-MEASURE_STEPS = 3  # timed optimizer steps (after one warm-up step): ~2 s for a paper-sized CSAE on 2 cores
+# Timed optimizer steps after the warm-up ones: ~2 s for a paper-sized CSAE on 2 cores; a GPU step takes
+# milliseconds, so it gets more of both (cuDNN picks its kernels in the first steps).
+MEASURE_STEPS = {"cpu": (1, 3), "cuda": (5, 30)}  # device: (warm-up steps, timed steps)
+
+
+def job_device(plan: Plan) -> str:
+    """Where the job will train: `train --device auto` takes the GPU when there is one."""
+    return "cuda" if plan.device != "cpu" and cuda_available() else "cpu"
 
 
 def speed_key(plan: Plan) -> str:
     widths = RECIPES[plan.recipe].get("widths") or ()
-    device = "cuda" if plan.device != "cpu" and cuda_available() else "cpu"
-    return f"{plan.kind}/{plan.latent_dim}/{plan.image_size or 32}/{'-'.join(map(str, widths))}/{device}"
+    return f"{plan.kind}/{plan.latent_dim}/{plan.image_size or 32}/{'-'.join(map(str, widths))}/{job_device(plan)}"
 
 
 def measured_speed(plan: Plan, cache: Path) -> float:
-    """Training images/s of `plan`'s model on this machine, measured once (a few steps in a separate process,
-    niced and threaded as a job is) and kept in `cache` (JSON) for later visits and restarts."""
+    """Training images/s of `plan`'s model on this machine and the job's device, measured once (a few steps in
+    a separate process, niced and threaded as a job is) and kept in `cache` (JSON) for later visits and restarts."""
     key = speed_key(plan)
     try:
         known = json.loads(cache.read_text())
@@ -176,7 +182,7 @@ def measured_speed(plan: Plan, cache: Path) -> float:
     widths = RECIPES[plan.recipe].get("widths") or (32, 64, 128, 128)
     batch = min(settings(plan)["batch_size"], 128)
     cmd = [sys.executable, "-m", "app.training_runner", "--measure", plan.kind, str(plan.latent_dim),
-           str(plan.image_size or 32), str(channels), str(batch), ",".join(map(str, widths))]
+           str(plan.image_size or 32), str(channels), str(batch), ",".join(map(str, widths)), job_device(plan)]
     env = {**os.environ, "OMP_NUM_THREADS": str(job_threads())}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:

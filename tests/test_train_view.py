@@ -304,3 +304,15 @@ def test_models_are_offered_for_deletion_oldest_first(user, app_env):
     at.button(key="train_delete_model_button").click().run()  # then the newer one, with its job
     assert registry.scan_user() == [] and training_jobs.all_jobs() == []
     training_jobs.delete("../escape")  # not a job id: nothing happens
+
+
+def test_the_estimate_is_measured_on_the_gpu_the_job_will_use(user, monkeypatch):
+    calls = []
+    monkeypatch.setattr(training_plan, "cuda_available", lambda: True)
+    monkeypatch.setattr(training_plan.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
+                        training_plan.subprocess.CompletedProcess(cmd, 0, "9000.0\n", ""))
+    cache = user / "speed-gpu.json"
+    assert training_plan.measured_speed(training_plan.Plan(dataset="mnist"), cache) == 9000.0
+    assert calls[-1][-1] == "cuda" and list(json.loads(cache.read_text())) == ["csae/40/32//cuda"]
+    training_plan.measured_speed(training_plan.Plan(dataset="mnist", device="cpu"), cache)
+    assert calls[-1][-1] == "cpu"
