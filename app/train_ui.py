@@ -127,7 +127,7 @@ def curves(hist: list[dict], points: list[dict]) -> go.Figure:
     panels = [(k, t) for k, t in PANELS[:2] if any(k in r for r in hist + points)] or [("loss", "loss")]
     panels.append(PANELS[2])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
-    live = dict(mode="lines", line=dict(width=1, color="#9ab"), legendgroup="live",
+    live = dict(mode="lines+markers", line=dict(width=1, color="#9ab"), marker=dict(size=3), legendgroup="live",
                 name="training images, every few seconds")
     epoch = dict(mode="lines+markers", line=dict(color="#1f77b4"), legendgroup="epoch", name="per epoch")
     x_live = [training_jobs.epochs_done(r) for r in points]
