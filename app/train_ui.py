@@ -7,6 +7,7 @@ while a job is active, reading the run's files: no session holds any job state, 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -89,8 +90,9 @@ def estimate(plan: training_plan.Plan, busy: bool) -> None:
     except (CSAEError, OSError, ValueError) as e:
         st.caption(f"{steps:,} image-steps; no estimate ({e}).")
         return
+    where = "this machine's GPU" if training_plan.job_device(plan) == "cuda" else "this machine"
     st.caption(f"Estimated time: about **{training_plan.duration(training_plan.estimate_seconds(plan, speed))}** "
-               f"({steps:,} image-steps at {speed:.0f} images/s, measured on this machine"
+               f"({steps:,} image-steps at {speed:.0f} images/s, measured on {where}"
                f"{' while it was busy' if busy else ''}; evaluations included).")
 
 
@@ -114,18 +116,35 @@ def start_button(plan: training_plan.Plan | None, allowed: bool) -> None:
         st.toast("Started" if job["state"] == "running" else "Queued: it starts when the running job ends")
 
 
-def curves(hist: list[dict]) -> go.Figure:
-    """Loss1 (latent to centroid), Loss2 (reconstruction) and validation accuracy per epoch."""
-    epochs = [r["epoch"] for r in hist]
+PANELS = (("loss1", "Loss1 (to the centroid)"), ("loss2", "Loss2 (reconstruction)"), ("accuracy", "accuracy"))
+
+
+def curves(hist: list[dict], points: list[dict]) -> go.Figure:
+    """Loss1 (latent to centroid), Loss2 (reconstruction) and accuracy against epochs: every few seconds from
+    the trainer's progress lines (training images since the line before), and per epoch (its mean losses at
+    its middle; the validation accuracy at its end)."""
     acc_key = next((k for k in ("val_accuracy", "test_accuracy") if hist and k in hist[-1]), "val_accuracy")
-    panels = [("loss1", "Loss1 (to the centroid)"), ("loss2", "Loss2 (reconstruction)"),
-              (acc_key, "validation accuracy" if acc_key == "val_accuracy" else "test accuracy (first images)")]
-    panels = [(k, t) for k, t in panels if any(k in r for r in hist)] or [("loss", "loss")]
+    panels = [(k, t) for k, t in PANELS[:2] if any(k in r for r in hist + points)] or [("loss", "loss")]
+    panels.append(PANELS[2])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    live = dict(mode="lines+markers", line=dict(width=1, color="#9ab"), marker=dict(size=3), legendgroup="live",
+                name="training images, every few seconds")
+    epoch = dict(mode="lines+markers", line=dict(color="#1f77b4"), legendgroup="epoch", name="per epoch")
+    x_live = [training_jobs.epochs_done(r) for r in points]
     for i, (k, _) in enumerate(panels, 1):
-        fig.add_trace(go.Scatter(x=epochs, y=[r.get(k) for r in hist], mode="lines+markers", name=k), 1, i)
-        fig.update_xaxes(title_text="epoch", row=1, col=i)
-    fig.update_layout(height=260, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+        live_key = "train_accuracy" if k == "accuracy" else k
+        if any(live_key in r for r in points):
+            fig.add_trace(go.Scatter(x=x_live, y=[r.get(live_key) for r in points], showlegend=i == 1, **live), 1, i)
+        if k == "accuracy":  # measured after the epoch, on the held-out images
+            xs, ys = [r["epoch"] for r in hist], [r.get(acc_key) for r in hist]
+            name = "validation" if acc_key == "val_accuracy" else "test (first images)"
+            fig.add_trace(go.Scatter(x=xs, y=ys, showlegend=False, **{**epoch, "name": f"{name}, per epoch"}), 1, i)
+        else:  # an epoch's mean loss belongs to its middle
+            fig.add_trace(go.Scatter(x=[r["epoch"] - 0.5 for r in hist], y=[r.get(k) for r in hist],
+                                     showlegend=i == 1, **epoch), 1, i)
+        fig.update_xaxes(title_text="epochs", rangemode="tozero", row=1, col=i)
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.35, x=0))
     return fig
 
 
@@ -171,9 +190,9 @@ def job_card(job: dict, jobs: list[dict]) -> None:
             box.code(job["log_tail"], language=None)
     if state == "done" and job.get("test_accuracy") is not None:
         box.caption(f"Test accuracy {job['test_accuracy']:.2%}; listed in every view as “your model”.")
-    hist = training_jobs.history(job["id"])
-    if hist:
-        box.plotly_chart(curves(hist), key=f"curves_{job['id']}")
+    hist, points = training_jobs.history(job["id"]), training_jobs.steps(job["id"])
+    if hist or points:
+        box.plotly_chart(curves(hist, points), key=f"curves_{job['id']}")
     strips = training_jobs.strips(job["id"])
     if strips:
         with box.expander(f"Validation images (top) and reconstructions (bottom), {len(strips)} epoch(s)",
@@ -218,6 +237,23 @@ def models_table() -> None:
             for e in sorted(mine, key=lambda e: _mtime(e.path))]
     st.dataframe(pd.DataFrame(rows), hide_index=True,
                  column_config={"test accuracy": st.column_config.NumberColumn(format="percent")})
+    _delete_row(sorted(mine, key=lambda e: _mtime(e.path)), used >= cap)
+
+
+def _delete_row(oldest_first: list, full: bool) -> None:
+    """Delete a model (with its job, run folder and uploaded images), the oldest offered first."""
+    by_path = {e.path: e for e in oldest_first}
+    c = st.columns([3, 1])
+    path = c[0].selectbox("Delete a model (oldest first)" + (": the disk cap is reached" if full else ""),
+                          list(by_path), format_func=lambda p: f"{by_path[p].long_label} · {Path(p).stem}",
+                          key="train_delete_model")
+    if c[1].button("Delete", key="train_delete_model_button", disabled=path is None):
+        try:
+            training_jobs.delete(Path(path).stem)
+        except CSAEError as e:
+            st.error(str(e))
+            return
+        st.rerun()
 
 
 def _mtime(path: str) -> float:

@@ -1,8 +1,8 @@
 """Training jobs of the Train view: a queue of separate processes, one running at a time per user folder.
 
 A job is a small JSON file, `<user folder>/jobs/<id>.json`, written atomically; everything else about it is
-in its run folder `<user folder>/runs/<id>/` (the library's log.jsonl and checkpoints, the runner's log, the
-per-epoch strips). The script thread only reads these files and starts or signals processes, so a job
+in its run folder `<user folder>/runs/<id>/` (the library's log.jsonl, progress.jsonl and checkpoints, the
+runner's log, the per-epoch strips). The script thread only reads these files and starts or signals processes, so a job
 survives reruns, page changes, closed tabs and a restarted server, and any session reattaches to it.
 
 States: queued -> running -> done | stopped | failed; stopping while a Stop is being honoured. A job whose
@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from csae_core.checkpoint import atomic_write_bytes
+from csae_core.train import PROGRESS_FILE
 from csae_core.errors import CSAEError
 
 from . import registry, training_plan
@@ -36,6 +38,7 @@ MAX_MB = 2048  # all user models, runs and uploads together
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 ACTIVE = ("running", "stopping", "exporting")
 LOG_TAIL = 12  # lines of a failed job's log shown to the user
+JOB_ID = re.compile(r"[\w-]{1,64}")  # a job id is a file name (start(): 20261201-013000-1a2b3c), never a path
 
 
 def user_dir() -> Path:
@@ -146,11 +149,22 @@ def _check_alive(job: dict) -> dict:
         if again.get("state") in ACTIVE:
             with contextlib.suppress(OSError):  # a trainer child left behind by a killed runner
                 os.killpg(job["pid"], signal.SIGKILL)
-            return update(job["id"], state="failed", finished=time.time(),
-                          error="the training process ended without saying why (killed, or the machine restarted)",
-                          log_tail=log_tail(job["id"])) or again
+            return fail(job["id"], "the training process ended without saying why (killed, or the machine "
+                                   "restarted)") or again
         return again
     return job
+
+
+def _drop_model(job_id: str) -> None:
+    for p in (user_dir() / "models").glob(f"{job_id}.*"):
+        p.unlink(missing_ok=True)
+
+
+def fail(job_id: str, error: str) -> dict | None:
+    """Record the job as failed, with its log's last lines. A runner killed between writing the model and
+    recording the job as done leaves a model file behind: it goes, since a failed job is never a model."""
+    _drop_model(job_id)
+    return update(job_id, state="failed", finished=time.time(), error=error, log_tail=log_tail(job_id))
 
 
 def _launch(job: dict) -> dict:
@@ -253,16 +267,16 @@ def resume(job_id: str) -> None:
 
 
 def delete(job_id: str) -> None:
-    """Remove a job with its run folder, its model and its uploaded images (a running job is stopped first)."""
-    job = read(job_id)
-    if job is None:
-        return
+    """Remove a job with its run folder, its model and its uploaded images (a running job is stopped first);
+    a model whose job file is gone goes too."""
+    if not JOB_ID.fullmatch(job_id):
+        return  # not one of ours: never a path
+    job = read(job_id) or {"id": job_id}
     if job.get("state") in ACTIVE:
         raise CSAEError("this job is still running. Fix: stop it first, then delete it.")
     with _locked():
         shutil.rmtree(run_dir(job_id), ignore_errors=True)
-        for p in (user_dir() / "models").glob(f"{job_id}.*"):
-            p.unlink(missing_ok=True)
+        _drop_model(job_id)
         upload = (job.get("plan") or {}).get("dataset", "")
         datasets = (user_dir() / "datasets").resolve()
         if upload and Path(upload).resolve().is_relative_to(datasets) and Path(upload).resolve() != datasets:
@@ -270,19 +284,41 @@ def delete(job_id: str) -> None:
         (_jobs_dir() / f"{job_id}.json").unlink(missing_ok=True)
 
 
-def history(job_id: str) -> list[dict]:
-    """The run's epoch records (log.jsonl), [] before the first epoch ends."""
+def _records(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The JSON lines of `path` that are objects with numbers at `keys`; a torn or odd line is skipped."""
     try:
-        lines = (run_dir(job_id) / "log.jsonl").read_text().splitlines()
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return []
     out = []
     for line in lines:
         with contextlib.suppress(ValueError):
             rec = json.loads(line)
-            if isinstance(rec, dict) and "epoch" in rec:
+            if isinstance(rec, dict) and all(isinstance(rec.get(k), (int, float)) for k in keys):
                 out.append(rec)
     return out
+
+
+def history(job_id: str) -> list[dict]:
+    """The run's epoch records (log.jsonl), [] before the first epoch ends."""
+    return _records(run_dir(job_id) / "log.jsonl", ("epoch",))
+
+
+def steps(job_id: str) -> list[dict]:
+    """The run's lines from within its epochs (the trainer's progress.jsonl, one every few seconds: the mean
+    losses since the line before), in training order: the lines of an epoch redone after a resume replace
+    the ones they repeat."""
+    out: list[dict] = []
+    for rec in _records(run_dir(job_id) / PROGRESS_FILE, ("epoch", "images", "epoch_images")):
+        while out and (out[-1]["epoch"], out[-1]["images"]) >= (rec["epoch"], rec["images"]):
+            out.pop()
+        out.append(rec)
+    return out
+
+
+def epochs_done(rec: dict) -> float:
+    """Where a progress line lies on the epoch axis: 2.25 is a quarter into epoch 3."""
+    return rec["epoch"] - 1 + rec["images"] / max(1, rec["epoch_images"])
 
 
 def strips(job_id: str) -> list[tuple[int, Path]]:
@@ -293,19 +329,36 @@ def strips(job_id: str) -> list[tuple[int, Path]]:
     return sorted((int(p.stem[5:]), p) for p in folder.glob("epoch*.png") if p.stem[5:].isdigit())
 
 
+def _live(job: dict, done: int) -> dict | None:
+    """The running job's latest line from inside its current epoch (none from an earlier attempt at it)."""
+    pts = steps(job["id"]) if job.get("state") == "running" else []
+    last = pts[-1] if pts else None
+    fresh = last is not None and last.get("time", 0) >= (job.get("started") or 0) - 1
+    return last if fresh and last["epoch"] == done + 1 else None
+
+
 def progress(job: dict) -> tuple[float, str]:
-    """(fraction done, 'epoch 3 of 5 · ETA 1 min') from the log; the ETA from this run's own images/s."""
+    """(fraction done, 'epoch 3 of 5: 40 % · 230 images/s · ETA 1 min'): inside an epoch from the trainer's
+    progress lines, else from the epoch records; the ETA from this run's own images/s."""
     hist = history(job["id"])
     epochs = job.get("epochs") or 1
-    done = min(1.0, len(hist) / epochs)
+    done = int(hist[-1]["epoch"]) if hist else 0
     if job.get("state") == "done":
-        return 1.0, f"finished: {len(hist)} of {epochs} epochs"
-    if not hist:
-        return 0.0, f"epoch 1 of {epochs} running (the first point appears when it ends)"
-    last = hist[-1]
-    left = (epochs - len(hist)) * (last.get("seconds") or 0)
+        return 1.0, f"finished: {done} of {epochs} epochs"
+    live = _live(job, done)
+    if job.get("state") == "exporting" or (job.get("state") == "running" and done >= epochs):
+        return 0.99, f"epoch {done} of {epochs} done · exporting, and evaluating on the whole test set"
+    if live:
+        within = live["images"] / max(1, live["epoch_images"])
+        left = ((epochs - done) * live["epoch_images"] - live["images"]) / max(live.get("images_per_s") or 0, 1e-9)
+        text = f"epoch {done + 1} of {epochs}: {within:.0%} · {live.get('images_per_s', 0):.0f} images/s"
+    elif hist:
+        within, left = 0.0, (epochs - done) * (hist[-1].get("seconds") or 0)
+        text = f"epoch {done} of {epochs} done · {hist[-1].get('images_per_s', 0):.0f} images/s"
+    elif job.get("state") == "running":
+        return 0.0, f"epoch 1 of {epochs} running (the first point appears within seconds)"
+    else:
+        return 0.0, f"epoch 0 of {epochs} done"
     eta = f" · ETA {training_plan.duration(left)}" if job.get("state") == "running" and left else ""
-    if job.get("state") == "exporting" or (job.get("state") == "running" and len(hist) >= epochs):
-        eta = " · exporting, and evaluating on the whole test set"
     # 100 % only when the model is listed: the export and the test-set evaluation come after the last epoch.
-    return min(done, 0.99), f"epoch {len(hist)} of {epochs} done · {last.get('images_per_s', 0):.0f} images/s{eta}"
+    return min((done + within) / epochs, 0.99), text + eta

@@ -27,8 +27,10 @@ MAX_IMAGE_STEPS = 8_000_000  # the paper's 120 epochs of MNIST are 7.2 M image-s
 
 # A recipe: TrainConfig settings (as `train` flags) and a line for the user. The quick preset is the project's
 # CPU optimizer (csae_core.recipes.CPU_SGD: 98.3 % on MNIST validation at 55k image-steps, results/recipe.md),
-# cut into 5 epochs of 11,000 random images so the curves move every minute. cpu-720k and paper are the zoo's
-# recipes (csae_core.recipes), evaluated per epoch on 1,000 test images. `tiny` is a smoke test.
+# cut into 5 epochs of 11,000 random images (a validation point and strip about every minute; the loss curves
+# move every 5 s from the trainer's progress lines, TrainConfig.progress_every). cpu-720k and paper are the
+# zoo's recipes (csae_core.recipes), evaluated per epoch on 1,000 test images. `tiny` is a smoke test (its
+# progress lines come every 0.05 s, so its second-long runs show them too).
 RECIPES = {
     "quick": dict(title="quick (55k image-steps, a few minutes on 2 CPU cores)", cuda_only=False,
                   train=dict(recipes.CPU_SGD, epochs=5, epoch_images=11_000, val_images=1000, stats_images=5000)),
@@ -38,7 +40,7 @@ RECIPES = {
                   train=dict(recipes.PAPER, test_images=1000)),
     "tiny": dict(title="tiny (a smoke test: seconds, not a useful model)", cuda_only=False,
                  train=dict(epochs=2, lr=0.03, schedule="step", lr_step=1, batch_size=16, epoch_images=32,
-                            val_images=10, stats_images=50), widths=(8, 8, 8, 8)),
+                            val_images=10, stats_images=50, progress_every=0.05), widths=(8, 8, 8, 8)),
 }
 TRAIN_SIZE = {"mnist": 60_000, "fashion-mnist": 60_000}
 
@@ -151,18 +153,24 @@ def job_threads() -> int:
 
 # ---------------------------------------------------------------- the time estimate
 
-MEASURE_STEPS = 3  # timed optimizer steps (after one warm-up step): ~2 s for a paper-sized CSAE on 2 cores
+# Timed optimizer steps after the warm-up ones: ~2 s for a paper-sized CSAE on 2 cores; a GPU step takes
+# milliseconds, so it gets more of both (cuDNN picks its kernels in the first steps).
+MEASURE_STEPS = {"cpu": (1, 3), "cuda": (5, 30)}  # device: (warm-up steps, timed steps)
+
+
+def job_device(plan: Plan) -> str:
+    """Where the job will train: `train --device auto` takes the GPU when there is one."""
+    return "cuda" if plan.device != "cpu" and cuda_available() else "cpu"
 
 
 def speed_key(plan: Plan) -> str:
     widths = RECIPES[plan.recipe].get("widths") or ()
-    device = "cuda" if plan.device != "cpu" and cuda_available() else "cpu"
-    return f"{plan.kind}/{plan.latent_dim}/{plan.image_size or 32}/{'-'.join(map(str, widths))}/{device}"
+    return f"{plan.kind}/{plan.latent_dim}/{plan.image_size or 32}/{'-'.join(map(str, widths))}/{job_device(plan)}"
 
 
 def measured_speed(plan: Plan, cache: Path) -> float:
-    """Training images/s of `plan`'s model on this machine, measured once (a few steps in a separate process,
-    niced and threaded as a job is) and kept in `cache` (JSON) for later visits and restarts."""
+    """Training images/s of `plan`'s model on this machine and the job's device, measured once (a few steps in
+    a separate process, niced and threaded as a job is) and kept in `cache` (JSON) for later visits and restarts."""
     key = speed_key(plan)
     try:
         known = json.loads(cache.read_text())
@@ -174,7 +182,7 @@ def measured_speed(plan: Plan, cache: Path) -> float:
     widths = RECIPES[plan.recipe].get("widths") or (32, 64, 128, 128)
     batch = min(settings(plan)["batch_size"], 128)
     cmd = [sys.executable, "-m", "app.training_runner", "--measure", plan.kind, str(plan.latent_dim),
-           str(plan.image_size or 32), str(channels), str(batch), ",".join(map(str, widths))]
+           str(plan.image_size or 32), str(channels), str(batch), ",".join(map(str, widths)), job_device(plan)]
     env = {**os.environ, "OMP_NUM_THREADS": str(job_threads())}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:

@@ -135,12 +135,12 @@ def run_job(job_id: str) -> None:
     elif rc == 130 or _stop_asked:
         jobs.update(job_id, state="stopped", finished=time.time(), note="stopped; its last finished epoch is kept")
     else:
-        jobs.update(job_id, state="failed", finished=time.time(), error=f"the trainer exited with code {rc}",
-                    log_tail=jobs.log_tail(job_id))
+        jobs.fail(job_id, f"the trainer exited with code {rc}")
 
 
-def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths: str) -> float:
-    """Training images/s of one model: one warm-up step, then MEASURE_STEPS timed ones on random images."""
+def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths: str, device: str = "cpu") -> float:
+    """Training images/s of one model on `device`, stepped as train_step does (channels-last; bf16 autocast on
+    the GPU): warm-up steps, then timed ones on random images (MEASURE_STEPS)."""
     import torch
 
     from app.training_plan import MEASURE_STEPS
@@ -148,27 +148,40 @@ def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths
     from csae_core.pedcc import generate_pedcc
 
     os.nice(10)
+    dev = torch.device(device)
+    torch.backends.cudnn.benchmark = True  # as train() on the GPU
     cfg = ModelConfig(kind=kind, latent_dim=latent, image_size=size, in_channels=channels, beta=0.02,
                       widths=tuple(int(w) for w in widths.split(",")))
     centroids = generate_pedcc(10, latent, iters=50).scaled() if kind.startswith("csae") else None
-    model = build_model(cfg, centroids).train().to(memory_format=torch.channels_last)
+    model = build_model(cfg, centroids).to(dev).train().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
-    for i in range(MEASURE_STEPS + 1):
-        if i == 1:
+    x = torch.rand(batch, channels, size, size, device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    warm, timed = MEASURE_STEPS[dev.type]
+    for i in range(warm + timed):
+        if i == warm:
+            _sync(dev)
             t0 = time.perf_counter()
-        loss = model.loss(model(x, y), x, y)["loss"]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = model.loss(model(x, y), x, y)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return batch * MEASURE_STEPS / (time.perf_counter() - t0)
+    _sync(dev)
+    return batch * timed / (time.perf_counter() - t0)
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--measure":
-        kind, latent, size, channels, batch, widths = argv[1:7]
-        print(f"{measure(kind, int(latent), int(size), int(channels), int(batch), widths):.1f}")
+        kind, latent, size, channels, batch, widths, *device = argv[1:8]
+        print(f"{measure(kind, int(latent), int(size), int(channels), int(batch), widths, *device):.1f}")
         return 0
     user, job_id = argv
     os.environ["CSAE_USER_MODELS_DIR"] = user  # app.registry.USER_ENV: the same folder as the server's
@@ -181,8 +194,7 @@ def main(argv: list[str]) -> int:
         run_job(job_id)
     except Exception as e:  # noqa: BLE001 - whatever went wrong, the job must not stay "running"
         print(f"error: {type(e).__name__}: {e}", flush=True)
-        jobs.update(job_id, state="failed", finished=time.time(), error=f"{type(e).__name__}: {e}",
-                    log_tail=jobs.log_tail(job_id))
+        jobs.fail(job_id, f"{type(e).__name__}: {e}")
     finally:
         jobs.tick()  # the next queued job, with or without a tab open
     return 0

@@ -5,6 +5,9 @@
 Starts the job through app.training_jobs (the runner process, `python -m csae_core train`, the fp16 export and
 the full-test-set evaluation) in a temporary user folder, waits for it, and prints one JSON line. The load
 average before and after is printed too: a figure taken beside another job is a loaded-machine figure.
+`curve_gap_max_s`: the longest wait, polling every second, between two new points of the view's curves (a
+progress line or an epoch record) from the first point to the last epoch; the view shows them within its
+5 s refresh.
 """
 import argparse
 import json
@@ -27,9 +30,13 @@ def main() -> None:
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     job = training_jobs.start(plan, training_plan.cuda_available())
+    points, changes = (0, 0), []  # (progress lines, epoch records) the curves show; when they changed
     while (job := training_jobs.read(job["id"]))["state"] in (*training_jobs.ACTIVE, "queued"):
-        time.sleep(2)
+        time.sleep(1)
         training_jobs.all_jobs()  # marks a dead runner failed
+        now = (len(training_jobs.steps(job["id"])), len(training_jobs.history(job["id"])))
+        if now != points:
+            points, changes = now, changes + [time.perf_counter()]
     wall = time.perf_counter() - t0
     hist = training_jobs.history(job["id"])
     train_s = sum(r["seconds"] for r in hist)
@@ -40,6 +47,8 @@ def main() -> None:
         "wall_seconds": round(wall, 1), "train_seconds": round(train_s, 1),
         "image_steps": sum(r["images"] for r in hist),
         "images_per_s": round(sum(r["images"] for r in hist) / train_s, 1) if train_s else None,
+        "curve_points": len(changes),
+        "curve_gap_max_s": round(max(b - a for a, b in zip(changes, changes[1:])), 1) if len(changes) > 1 else None,
         "job_threads": training_plan.job_threads(), "cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load0],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

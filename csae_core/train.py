@@ -9,6 +9,7 @@ unchanged (both channels-last), and under `torchrun --nproc_per_node N` (DDP; gl
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -64,6 +65,7 @@ class TrainConfig:
     recipe: str = "custom"  # label stored in the checkpoint: "custom", or a zoo recipe ("paper", "cpu-short", ...)
     image_size: int = 0  # 0: 32 for the IDX datasets, 128 for image folders
     compile: str = "none"  # none | compile | cudagraph: fewer kernel launches per step (csae_core/fast_step.py)
+    progress_every: float = 5.0  # seconds between progress.jsonl lines within an epoch (live curves; 0: none)
 
     def __post_init__(self):
         self.snapshots = tuple(int(s) for s in self.snapshots)
@@ -91,7 +93,7 @@ _RANGES = (("lr", 0, 100), ("lr_step", 1, 1e9), ("momentum", 0, 1), ("weight_dec
            ("grad_clip", 0, 1e9), ("warmup_steps", 0, 10**9), ("epoch_images", 0, 10**9),
            ("test_images", 0, 10**9), ("stats_images", 0, 10**9), ("val_images", 0, 10**9), ("epochs", 1, 100_000),
            ("batch_size", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("pedcc_seed", 0, 2**31 - 1),
-           ("pedcc_iters", 0, 10**7), ("image_size", 0, 256))
+           ("pedcc_iters", 0, 10**7), ("image_size", 0, 256), ("progress_every", 0, 86_400))
 
 
 def _check_settings(cfg: TrainConfig) -> None:
@@ -259,6 +261,8 @@ def _setup(cfg: TrainConfig, mcfg: ModelConfig, resume: bool) -> Run:
     _check_model_size(mcfg)
     if rank == 0:
         clean_stale_tmp(writable_dir(out))  # temp files of a save that was killed mid-write
+        if not resume:
+            (out / PROGRESS_FILE).unlink(missing_ok=True)  # an earlier run's lines in this folder
     (train_x, train_y), (eval_x, eval_y), class_names, eval_split = _load_data(cfg)
     n_classes = int(max(train_y.max(), eval_y.max())) + 1
     if mcfg.num_classes != n_classes or mcfg.in_channels != train_x.shape[1] or mcfg.image_size != train_x.shape[-1]:
@@ -398,6 +402,7 @@ def run_epoch(run: Run, epoch: int, progress: bool = False) -> dict:
     correct = torch.zeros((), device=run.device)
     t0 = time.perf_counter()
     bar = _progress(range(0, len(order), run.per_rank), run, epoch, progress)
+    note = ProgressNote(run, epoch, steps_per_epoch, len(order), t0) if cfg.progress_every and run.rank == 0 else None
     try:
         for step, i in enumerate(bar):
             idx = order[i:i + run.per_rank]
@@ -410,6 +415,8 @@ def run_epoch(run: Run, epoch: int, progress: bool = False) -> dict:
                 pred = run.model.predictions_from_output(out)
                 if pred is not None:
                     correct += (pred == y).sum()
+            if note is not None and time.perf_counter() >= note.due:
+                note.write(step + 1, i + len(idx), sums, correct)
     finally:
         getattr(bar, "close", lambda: None)()
     seen = torch.tensor(float(len(order)), device=run.device)
@@ -423,6 +430,34 @@ def run_epoch(run: Run, epoch: int, progress: bool = False) -> dict:
     return {"epoch": epoch, "lr": lr_at(cfg, epoch, steps_per_epoch - 1, steps_per_epoch), **totals,
             "images": int(seen), "train_accuracy": float(correct / seen), "seconds": round(seconds, 2),
             "images_per_s": round(float(seen) / seconds, 1)}
+
+
+PROGRESS_FILE = "progress.jsonl"
+
+
+class ProgressNote:
+    """Appends a line to `out/progress.jsonl` every `progress_every` seconds within an epoch: the mean losses
+    and training accuracy of the images since the previous line, from sums the loop keeps anyway (no extra
+    forward pass; one device sync per line). Append-only, one write per line: a reader skips a torn last
+    line. Rank 0's share of the images only, under DDP. log.jsonl stays one record per finished epoch."""
+
+    def __init__(self, run: Run, epoch: int, steps: int, images: int, t0: float):
+        self.path, self.epoch, self.steps, self.world = run.out / PROGRESS_FILE, epoch, steps, run.world
+        self.every, self.images, self.t0 = run.cfg.progress_every, images, t0
+        self.due, self.prev = t0 + self.every, {"images": 0, "correct": 0.0}
+
+    def write(self, step: int, seen: int, sums: dict, correct: torch.Tensor) -> None:
+        now = {"images": seen, "correct": float(correct), **{k: float(v) for k, v in sums.items()}}
+        n = max(1, now["images"] - self.prev["images"])
+        seconds = time.perf_counter() - self.t0
+        rec = {"time": round(time.time(), 1), "epoch": self.epoch, "step": step, "steps": self.steps,
+               "images": seen * self.world, "epoch_images": self.images * self.world, "seconds": round(seconds, 2),
+               "images_per_s": round(seen * self.world / seconds, 1),
+               **{k: (v - self.prev.get(k, 0.0)) / n for k, v in now.items() if k not in ("images", "correct")},
+               "train_accuracy": (now["correct"] - self.prev["correct"]) / n}
+        with contextlib.suppress(OSError), open(self.path, "a") as f:  # a lost line never stops the training
+            f.write(json.dumps(rec) + "\n")
+        self.prev, self.due = now, time.perf_counter() + self.every
 
 
 def _check_finite(run: Run, epoch: int, totals: dict) -> None:

@@ -212,3 +212,29 @@ def test_cuda_device_always_gets_an_index(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert train_mod._pick_device("cuda") == torch.device("cuda", 3)
     assert train_mod._pick_device("cpu") == torch.device("cpu")
+
+
+def test_progress_lines_within_an_epoch_carry_the_running_losses(tmp_path):
+    """progress.jsonl (the Train view's live curves): a line every `progress_every` seconds inside an epoch, with
+    the mean losses of the images since the previous line, so an epoch's lines average to its log.jsonl record.
+    A fresh run into the folder starts the file afresh; log.jsonl stays one record per epoch."""
+    out = tmp_path / "run"
+    cfg = TrainConfig(dataset="mnist", out=str(out), epochs=2, batch_size=16, epoch_images=64, test_images=20,
+                      stats_images=50, lr=0.01, progress_every=1e-9)  # every step: 4 lines per epoch
+    for _ in range(2):  # the second, fresh (not --resume) run replaces the first one's lines
+        train(cfg, ModelConfig(**TINY), log=lambda rec: None, progress=False)
+    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"], r["images"]) for r in lines] == \
+        [(e, s, 16 * s) for e in (1, 2) for s in range(1, 5)]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    for rec in log:
+        mine = [r for r in lines if r["epoch"] == rec["epoch"]]
+        assert all(r["epoch_images"] == 64 and r["steps"] == 4 for r in mine)
+        for key in ("loss1", "loss2", "train_accuracy"):
+            assert sum(r[key] for r in mine) / len(mine) == pytest.approx(rec[key], rel=1e-5), key
+
+    quiet = tmp_path / "quiet"
+    train(TrainConfig(**{**cfg.__dict__, "out": str(quiet), "epochs": 1, "progress_every": 0}), ModelConfig(**TINY),
+          log=lambda rec: None, progress=False)
+    assert not (quiet / "progress.jsonl").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import registry, training_jobs, training_plan
+from app import registry, train_ui, training_jobs, training_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "pages" / "train.py"
@@ -75,10 +75,16 @@ def test_start_progress_stop_resume_and_delete(user):
     assert "Estimated time" in " ".join(c.value for c in at.caption)  # from the (seeded) measured images/s
     job_id = start_tiny(at)
     assert the_job(job_id)["state"] == "running"
+    other_tab = open_train()  # a new session (a reopened tab) reattaches: the job, its bar and its Stop
+    assert other_tab.button(key=f"stop_{job_id}") and other_tab.get("progress")
     wait_for(lambda: training_jobs.history(job_id))
     at.run()
     bar = at.get("progress")[0]
     assert 0 < bar.value <= 100 and "epoch" in bar.text
+    # The curves: lines from inside the epochs (the tiny recipe writes them every 0.05 s) and per-epoch points.
+    assert training_jobs.steps(job_id), "the trainer's progress lines"
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t.get("legendgroup") for t in chart["data"]} == {"live", "epoch"}
 
     at.button(key=f"stop_{job_id}").click().run()
     wait_for(lambda: the_job(job_id)["state"] == "stopped")
@@ -115,9 +121,15 @@ def test_start_progress_stop_resume_and_delete(user):
     assert not app.exception, [e.value for e in app.exception]
     assert any(f"Epoch {EPOCHS} of {EPOCHS}, tiny recipe" in c.value for c in app.caption), "its real epoch and recipe"
 
-    # Latent space (and every view with a model picker) can select it.
+    # Latent space, Open set and Letters (every view with a model picker) can select it.
     app.switch_page("../pages/latent_space.py").run()
     assert any("your CSAE β=0.3" in o for o in app.selectbox(key="latent_model").options)
+    app.switch_page("../pages/open_set.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("your CSAE β=0.3" in o for o in app.multiselect(key="openset_models_mnist").options)
+    app.switch_page("../pages/letters.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("your CSAE β=0.3" in o for o in app.selectbox(key="letters_verdict_model").options)
 
     at.button(key=f"delete_{job_id}").click().run()
     assert registry.scan_user() == [] and training_jobs.all_jobs() == []
@@ -147,6 +159,20 @@ def test_a_killed_job_fails_with_its_log_and_the_queue_moves_on(user):
     training_jobs.stop(second)
     wait_for(lambda: the_job(second)["state"] == "stopped")
     assert registry.scan_user() == []
+
+
+def test_the_view_offers_no_start_when_served_beyond_this_machine(user, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.delenv(training_jobs.ALLOW_ENV)
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = open_train()
+    finally:
+        config.set_option("server.address", before)
+    assert at.button(key="train_start").disabled
+    assert any("Training from the browser is off" in w.value for w in at.warning)
 
 
 def test_training_is_off_when_the_server_listens_beyond_this_machine(monkeypatch):
@@ -196,3 +222,97 @@ def test_disk_cap_refuses_a_new_job_and_names_the_oldest(user, monkeypatch):
     with pytest.raises(Exception, match="the cap is 1 MB"):
         training_jobs.start(training_plan.Plan(dataset="mnist", recipe="tiny"), cuda=False)
     assert training_jobs.all_jobs() == []
+
+
+def write_lines(path: Path, records: list, torn: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + torn)
+
+
+def test_the_bar_and_curves_move_within_an_epoch(user):
+    """Between epoch ends, the progress bar, its ETA and the curves come from the trainer's progress lines: an
+    epoch of the quick preset is ~50 s on 2 cores, and the curves must move at least every 10 s."""
+    job = {"id": "j1", "state": "running", "epochs": 5, "started": 1000.0}
+    run = training_jobs.run_dir("j1")
+    write_lines(run / "log.jsonl", [{"epoch": 1, "loss1": 0.5, "loss2": 0.1, "val_accuracy": 0.9, "seconds": 50}])
+    line = dict(time=1001.0, epoch=2, steps=86, epoch_images=11_000, images_per_s=200.0, loss1=0.3, loss2=0.08,
+                train_accuracy=0.95)
+    earlier = [dict(line, epoch=1, images=n, time=999.0) for n in (2750, 5500, 8250)]
+    write_lines(run / "progress.jsonl", [*earlier, dict(line, images=5500)], torn='{"epoch": 2, "ima')
+    fraction, text = training_jobs.progress(job)
+    assert fraction == pytest.approx((1 + 0.5) / 5)
+    assert "epoch 2 of 5: 50%" in text and "200 images/s" in text
+    assert "ETA 3 min" in text  # (4 * 11,000 - 5,500) images at 200 images/s: 192 s
+    assert [training_jobs.epochs_done(r) for r in training_jobs.steps("j1")] == [0.25, 0.5, 0.75, 1.5]
+
+    # After a stop and a resume, epoch 2 is redone: its new lines replace the old ones they repeat, and the old
+    # attempt's line (written before this start) does not move the bar.
+    write_lines(run / "progress.jsonl", [*earlier, dict(line, images=5500), dict(line, images=2750, time=1002.0)])
+    assert [training_jobs.epochs_done(r) for r in training_jobs.steps("j1")] == [0.25, 0.5, 0.75, 1.25]
+    assert training_jobs.progress(dict(job, started=2000.0))[0] == pytest.approx(1 / 5)
+
+    fig = train_ui.curves(training_jobs.history("j1"), training_jobs.steps("j1"))
+    live = [t for t in fig.data if t.legendgroup == "live"]
+    assert [t.yaxis for t in live] == ["y", "y2", "y3"]  # Loss1, Loss2 and training accuracy all move
+    assert list(live[0].x) == [0.25, 0.5, 0.75, 1.25]
+
+
+def user_model(app_env, job_id: str, mtime: float | None = None) -> None:
+    """models/<job_id>, as a runner exports one (a fixture checkpoint's model)."""
+    from csae_core.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(app_env["checkpoints"] / "mnist" / "csae-b0.04", check_manifest=False)
+    meta = {k: v for k, v in ck.meta.items() if k not in ("format", "model", "weights", "weights_sha256",
+                                                         "weights_dtype", "centroids")}
+    save_checkpoint(training_jobs.model_stem(job_id), ck.model, meta, half=True)
+    if mtime is not None:
+        os.utime(training_jobs.model_stem(job_id).with_suffix(".json"), (mtime, mtime))
+
+
+def test_a_runner_killed_after_writing_the_model_leaves_no_model(user, app_env):
+    """Killed between writing models/<id> and recording the job as done: the job is failed, and its model goes."""
+    user_model(app_env, "j2")
+    assert len(registry.scan_user()) == 1
+    dead = 2**22 + 7  # above the default pid_max: no such process
+    training_jobs._write({"id": "j2", "state": "exporting", "pid": dead, "created": 1.0, "epochs": 2,
+                          "plan": {"kind": "csae", "beta": 0.3}})
+    [job] = training_jobs.all_jobs()
+    assert job["state"] == "failed" and "killed" in job["error"]
+    assert registry.scan_user() == [] and not list((user / "models").glob("j2.*"))
+
+
+def test_the_estimate_is_measured_on_this_machine_once(user):
+    """Before Start: images/s timed in a separate process (a few steps of the chosen model), kept for next time."""
+    plan = training_plan.Plan(dataset="mnist", recipe="tiny")
+    cache = user / "speed-fresh.json"
+    speed = training_plan.measured_speed(plan, cache)
+    assert speed > 0 and json.loads(cache.read_text()) == {training_plan.speed_key(plan): speed}
+    assert training_plan.measured_speed(plan, cache) == speed  # read back, not measured again
+    assert training_plan.estimate_seconds(plan, speed) > training_plan.image_steps(plan) / speed
+
+
+def test_models_are_offered_for_deletion_oldest_first(user, app_env):
+    user_model(app_env, "20261130-090000-aaaaaa", mtime=time.time() - 3600)
+    user_model(app_env, "20261201-090000-bbbbbb")
+    training_jobs._write({"id": "20261201-090000-bbbbbb", "state": "done", "created": time.time(), "epochs": 2,
+                          "plan": {"kind": "csae", "beta": 0.04}})
+    at = open_train()
+    assert Path(at.selectbox(key="train_delete_model").value).stem == "20261130-090000-aaaaaa"  # offered first
+    assert list(at.dataframe[0].value["file"]) == ["20261130-090000-aaaaaa.json", "20261201-090000-bbbbbb.json"]
+    at.button(key="train_delete_model_button").click().run()  # the oldest, whose job file is gone
+    assert [Path(e.path).stem for e in registry.scan_user()] == ["20261201-090000-bbbbbb"]
+    at.button(key="train_delete_model_button").click().run()  # then the newer one, with its job
+    assert registry.scan_user() == [] and training_jobs.all_jobs() == []
+    training_jobs.delete("../escape")  # not a job id: nothing happens
+
+
+def test_the_estimate_is_measured_on_the_gpu_the_job_will_use(user, monkeypatch):
+    calls = []
+    monkeypatch.setattr(training_plan, "cuda_available", lambda: True)
+    monkeypatch.setattr(training_plan.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
+                        training_plan.subprocess.CompletedProcess(cmd, 0, "9000.0\n", ""))
+    cache = user / "speed-gpu.json"
+    assert training_plan.measured_speed(training_plan.Plan(dataset="mnist"), cache) == 9000.0
+    assert calls[-1][-1] == "cuda" and list(json.loads(cache.read_text())) == ["csae/40/32//cuda"]
+    training_plan.measured_speed(training_plan.Plan(dataset="mnist", device="cpu"), cache)
+    assert calls[-1][-1] == "cpu"

@@ -84,6 +84,7 @@ BAD = {
               "not an image we can decode"),
     "single class": (lambda: make_zip({f"cats/{i}.png": png(seed=i) for i in range(24)}), "single class"),
     "unequal sizes": (lambda: make_zip({**good_members(), "dogs/big.png": png(32, seed=999)}), "unequal sizes"),
+    "too many pixels": (lambda: make_zip({**good_members(), "dogs/big.png": png(600, seed=998)}), "pixel limit"),
     "not a zip": (lambda: b"PK\x03\x04 but no zip at all", "not a zip file"),
     "too few": (lambda: make_zip(good_members(n=3)), "at least"),
     "loose file": (lambda: make_zip({**good_members(), "readme.png": png()}), "not in a class folder"),
