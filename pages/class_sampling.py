@@ -11,7 +11,7 @@ st.caption("CSAE: the latent codes of each class's training images have a mean a
 entry = widgets.choose_final_model("class sampling", key="sample_model", decoder_only=True)
 ckpt = widgets.load_or_stop(entry)
 names = ckpt.class_names
-if entry.kind == "csae" and ckpt.latent_stats() is None:
+if not entry.label_conditioned and ckpt.latent_stats() is None:  # it samples from class Gaussians
     st.warning("This checkpoint stores no class latent statistics, so it cannot sample. Retrain it with "
                "`python -m csae_core train` (every checkpoint it writes has them).")
     st.stop()

@@ -41,6 +41,44 @@ def test_a_new_kind_is_one_registry_entry(new_kind):
     assert openset.available_scores(TinyNet) == ["msp", "energy"]  # from its abilities, not its name
 
 
+class WideAE(model.CSAE):
+    """A new kind that is a CSAE in all but name: centroids, a decoder, β."""
+
+
+def test_a_new_beta_kind_gets_beta_and_centroids_without_being_named_csae(monkeypatch):
+    from app import training_plan
+
+    monkeypatch.setitem(model.KINDS, "wide-ae", model.ModelKind("wide-ae", WideAE, "Wide AE", "WideAE"))
+    entry = registry.ModelEntry(dataset="mnist", kind="wide-ae", beta=0.04, epoch=1, paper_epoch=None, path="x")
+    assert entry.uses_beta and entry.has_centroids and entry.has_decoder and not entry.label_conditioned
+    # The Train view offers its β input (and titles its jobs with β) from the class, not from the name "csae".
+    assert training_plan.uses_beta("wide-ae") and training_plan.uses_beta("csae")
+    assert not any(training_plan.uses_beta(k) for k in ("csae-encoder", "basenet", "cvae", "no-such-kind"))
+    assert training_plan.Plan(dataset="mnist").kind == model.DEFAULT_KIND
+
+
+def test_no_module_outside_the_registry_spells_a_kind():
+    """App, pages, the zoo and the library read kinds from KINDS: no string literal names one elsewhere."""
+    import ast
+
+    spelled = []
+    for top in ("csae_core", "app", "pages", "checkpoints"):
+        for f in sorted((ROOT / top).rglob("*.py")):
+            if f == ROOT / "csae_core" / "model.py":
+                continue
+            spelled += [f"{f.relative_to(ROOT)}:{n.lineno} {n.value!r}" for n in ast.walk(ast.parse(f.read_text()))
+                        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in model.KINDS]
+    assert not spelled
+
+
+def test_the_train_views_datasets_and_download_sizes_come_from_the_dataset_registry():
+    from app import training_plan
+
+    assert list(training_plan.SOURCES) == [*TRAINABLE, "upload"]
+    assert [training_plan.SOURCES[n] for n in TRAINABLE] == [DATASETS[n].title for n in TRAINABLE]
+    assert all(spec.download_size for spec in DATASETS.values())  # the Home view's download confirmation
+
+
 def test_capabilities_and_names_come_from_the_classes():
     for name, kind in model.KINDS.items():
         entry = registry.ModelEntry(dataset="mnist", kind=name, beta=0.02, epoch=1, paper_epoch=None, path="x")

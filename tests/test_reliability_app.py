@@ -26,7 +26,7 @@ from csae_core.pedcc import generate_pedcc
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
 PAGES = explorer_pages()
-MODEL_PAGES = ["distance_matrix", "reconstructions", "class_sampling", "letters", "latent_space", "open_set"]
+MODEL_PAGES = [p for p in PAGES if p not in ("home", "pedcc_sphere", "train")]  # the views that show a model
 
 
 def open_page(page: str) -> AppTest:
