@@ -66,8 +66,8 @@ def view():
     class_index = None
     if how == "one class":
         present = sorted(set(loaders.split_labels(dataset, folder).tolist()))
-        class_index = pick[1].selectbox("Class", present, format_func=lambda k: names[k], key="recon_class")
-    seed = int(pick[2].number_input("Seed", 0, 1_000_000, 0, step=1, key="recon_seed"))
+        class_index = widgets.choose_class(names, "recon_class", where=pick[1], classes=present)
+    seed = widgets.seed_input("recon_seed", where=pick[2])
     count = pick[3].select_slider("How many", [8, 16, 24, 32], value=32, key="recon_count")
     indices, _, labels = loaders.test_selection(dataset, folder, class_index, count, seed)
     key = tuple(int(i) for i in indices)
