@@ -67,6 +67,12 @@ def configure_torch() -> None:
         torch.set_num_threads(threads)
 
 
+@st.cache_resource(show_spinner=False)
+def cuda_available() -> bool:
+    """Whether this server has a usable GPU (the Train view's recipes and devices), asked once per process."""
+    return torch.cuda.is_available()
+
+
 def thread_setting(value: str | None) -> int:
     """$CSAE_APP_THREADS as a thread count: unset -> 1; not a whole number in 1..cores -> 1, with a warning
     once on the server's log (a bad setting must not take every page down)."""

@@ -23,11 +23,6 @@ STATE_TEXT = {"queued": "queued", "running": "running", "stopping": "stopping…
               "stopped": "stopped", "done": "done", "failed": "failed"}
 
 
-@st.cache_data(show_spinner=False)
-def cuda() -> bool:
-    return training_plan.cuda_available()
-
-
 def _uploaded_set(key: str) -> uploads.ImageSet | None:
     """The session's unpacked zip: unpacked once per upload, remembered in session_state."""
     f = st.file_uploader("A zip of image folders, one per class (PNG or JPEG, all one size)", type=["zip"], key=key)
@@ -56,10 +51,11 @@ def settings_form() -> training_plan.Plan | None:
                              help="any value from 0 to 0.5; only the CSAE uses it")
     d = st.columns(3)
     latent = d[0].number_input("Latent size", *training_plan.LATENT_RANGE, 40, step=1, key="train_latent")
-    names = training_plan.recipes(cuda())
+    names = training_plan.recipes(loaders.cuda_available())
     recipe = d[1].selectbox("Recipe", names, format_func=lambda r: training_plan.RECIPES[r]["title"],
                             key="train_recipe")
-    device = d[2].selectbox("Device", ["auto", "cpu", *(["cuda"] if cuda() else [])], key="train_device",
+    gpu = ["cuda"] if loaders.cuda_available() else []
+    device = d[2].selectbox("Device", ["auto", "cpu", *gpu], key="train_device",
                             help="auto: the GPU when there is one")
     beta = float(beta) if training_plan.uses_beta(kind) else 0.0
     if source != "upload":
@@ -106,7 +102,7 @@ def _known_speeds(cache) -> dict:
 def start_button(plan: training_plan.Plan | None, allowed: bool) -> None:
     if st.button("Start training", type="primary", disabled=plan is None or not allowed, key="train_start"):
         try:
-            job = training_jobs.start(plan, cuda())
+            job = training_jobs.start(plan, loaders.cuda_available())
         except CSAEError as e:
             st.error(str(e))
             return
