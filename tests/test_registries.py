@@ -1,6 +1,7 @@
 """The two registries (csae_core.model.KINDS, csae_core.datasets.DATASETS) are where kinds and datasets are
 defined: what the zoo trains, what Table 3 and the open-set results list, and how the app names a model and
 what it offers for it all follow from one entry."""
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -110,6 +111,24 @@ def test_open_set_lists_and_pairs_come_from_the_dataset_registry():
     make_openset = load(ROOT / "results" / "make_openset.py", "make_openset_registry_test")
     assert make_openset.PAIRS == {"mnist": ("emnist-letters", "fashion-mnist"), "fashion-mnist": ("mnist",)}
     assert ("cvae", 0.0, "elbo") in make_openset.HEADLINE and ("basenet", 0.0, "msp") in make_openset.HEADLINE
+
+
+def test_a_new_trainable_dataset_gets_a_table3_row_without_a_paper_value(monkeypatch):
+    import pandas as pd
+
+    zoo = load(ROOT / "checkpoints" / "zoo.py", "zoo_registry_test4")
+    monkeypatch.setattr(zoo, "DATASETS", (*TRAINABLE, "kmnist"))
+    rows = zoo.table_rows([{"dataset": "kmnist", "model": "csae", "beta": 0.02, "epoch": 12, "epochs": 12,
+                            "test_accuracy": 0.95, "recon_mse": 0.01, "psnr": 20.0, "image_steps": 720_000,
+                            "recipe": "cpu-720k"}])
+    new = rows[(rows.dataset == "kmnist") & (rows.model == "csae") & (rows.beta == 0.02)].iloc[0]
+    assert new.accuracy == 95.0 and pd.isna(new.paper) and pd.isna(new.delta)  # no paper value, no delta
+    mnist = rows[(rows.dataset == "mnist") & (rows.model == "csae") & (rows.beta == 0.02)].iloc[0]
+    fashion = rows[(rows.dataset == "fashion-mnist") & (rows.model == "basenet")].iloc[0]
+    assert (mnist.paper, fashion.paper) == (99.52, 92.45)  # the paper's columns keep their values
+    monkeypatch.setattr(zoo, "SPECS", {**DATASETS, "kmnist": dataclasses.replace(DATASETS["mnist"], title="KMNIST")})
+    header = zoo.table_header().strip("| ").split(" | ")
+    assert len(header) == 2 + 4 * 3 and "KMNIST ours" in header and header[-1] == "KMNIST MSE / PSNR"
 
 
 def test_idx_datasets_keep_their_official_files():
