@@ -293,8 +293,7 @@ def test_latents_tsne(path: str, stamp, name: str, folder: str, n: int,
     """2-D t-SNE of the first n test latents, and of the model's PEDCC centroids embedded with them
     (t-SNE cannot place new points afterwards): ((n, 2), (classes, 2) or None)."""
     z, _ = test_latents(path, name, folder, n)
-    model = load_model(path).model
-    centroids = model.centroids.cpu().numpy() if model.has_centroids else None
+    centroids = analysis.centroids(load_model(path).model)
     points = z if centroids is None else np.concatenate([z, centroids])
     y = tsne(points, seed=seed)
     return (y, None) if centroids is None else (y[:len(z)], y[len(z):])
