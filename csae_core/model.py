@@ -213,8 +213,9 @@ class _Base(nn.Module):
         return self.encode(x)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        decoders = " or ".join(k for k, v in KINDS.items() if v.cls.has_decoder)
         raise CSAEError(f"a {self.config.kind} model has no decoder, so it cannot decode or reconstruct images; "
-                        f"use a csae or cvae checkpoint")
+                        f"use a {decoders} checkpoint")
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from app import registry
 from csae_core import model, openset
@@ -56,6 +57,13 @@ def test_a_new_beta_kind_gets_beta_and_centroids_without_being_named_csae(monkey
     assert training_plan.uses_beta("wide-ae") and training_plan.uses_beta("csae")
     assert not any(training_plan.uses_beta(k) for k in ("csae-encoder", "basenet", "cvae", "no-such-kind"))
     assert training_plan.Plan(dataset="mnist").kind == model.DEFAULT_KIND
+    # Asked to decode, a kind without a decoder names every kind that has one, the new one included.
+    from csae_core.errors import CSAEError
+    from csae_core.sample import decode_latents
+
+    basenet = model.build_model(model.ModelConfig(kind="basenet", widths=(4, 4, 4, 4), latent_dim=4))
+    with pytest.raises(CSAEError, match="use a csae or cvae or wide-ae checkpoint"):
+        decode_latents(basenet, torch.zeros(1, 4))
 
 
 def test_no_module_outside_the_registry_spells_a_kind():
