@@ -63,7 +63,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return to_float(torch.from_numpy(self._read(index))), self.samples[index][1]
+        return to_float(torch.tensor(self._read(index))), self.samples[index][1]  # a copy: PIL arrays are read-only
 
     def load_all(self, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """All images ``uint8 (N, C, size, size)`` and labels ``int64 (N,)``."""
