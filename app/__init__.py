@@ -6,8 +6,11 @@ either. Modules, one job each:
                 a kind can do and how it is named come from csae_core.model.KINDS
   analysis      glue that calls csae_core on arrays (reconstructions, latents, nearest centroid, distances);
                 uint8 pictures become model floats here, once
-  loaders       the caches: st.cache_resource / st.cache_data keyed per checkpoint version, and the
-                per-session memo of user letters
+  loaders       the caches: st.cache_resource / st.cache_data keyed per checkpoint version (over the on-disk
+                store of disk_store), the per-session memo of user letters, and whether a GPU is present
+  disk_store    the on-disk store under loaders' (and openset's) memory caches: computed once per checkpoint
+                sha256 + code version + data files, read back by later processes ($CSAE_CACHE_DIR)
+  warmup        once per server process, in the background: the default views' first draws, through loaders
   openset       the Open set view's scores (cached like loaders', with st.cache_data keyed by checkpoint
                 version: kept beside the view's thresholds and figures because nothing else uses them),
                 figures and the letters' verdict controls
@@ -20,5 +23,5 @@ either. Modules, one job each:
   training_plan, training_jobs, training_runner, uploads, train_ui
                 the Train view: recipes and bounds; the job queue (separate processes, JSON job files); the
                 process behind a job; uploaded zips of image folders; the view's widgets and live panel
-Caching lives in loaders and openset only.
+Memory caches live in loaders and openset only (tests/test_layers.py checks it).
 """

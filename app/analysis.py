@@ -18,9 +18,14 @@ from csae_core.geometry import class_means, fit_pca, own_centroid_distances, pai
 from csae_core.pedcc import pedcc_metrics
 from csae_core.preprocess import to_model_input, to_uint8
 
-__all__ = ["Recon", "choose_indices", "reconstruct", "reconstruct_letters", "latents", "nearest_classes",
+__all__ = ["centroids", "Recon", "choose_indices", "reconstruct", "reconstruct_letters", "latents", "nearest_classes",
            "nearest_centroid_confusion", "class_means", "fit_pca", "own_centroid_distances", "pairwise_cosines",
            "pairwise_distances", "pedcc_metrics"]
+
+
+def centroids(model) -> np.ndarray | None:
+    """A model's predefined PEDCC centroids (n, d), as scaled for it, in numpy; None for a kind without them."""
+    return model.centroids.detach().cpu().numpy() if model.has_centroids else None
 
 
 @dataclass(frozen=True)

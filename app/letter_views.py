@@ -40,7 +40,7 @@ class LetterModels:
 
 def scale_note(entry: registry.ModelEntry) -> str:
     """What a 'near' distance is: digits to their own centroid (median), and centroid to centroid."""
-    centroids = loaders.load_model(entry.path).model.centroids.cpu().numpy()
+    centroids = analysis.centroids(loaders.load_model(entry.path).model)
     apart = analysis.pairwise_distances(centroids)[np.triu_indices(len(centroids), 1)].min()
     note = f"Neighbouring centroids are {apart:.2f} apart"
     folder = loaders.data_folder(entry.dataset)

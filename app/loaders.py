@@ -63,6 +63,12 @@ def configure_torch() -> None:
         torch.set_num_threads(threads)
 
 
+@st.cache_resource(show_spinner=False)
+def cuda_available() -> bool:
+    """Whether this server has a usable GPU (the Train view's recipes and devices), asked once per process."""
+    return torch.cuda.is_available()
+
+
 def thread_setting(value: str | None) -> int:
     """$CSAE_APP_THREADS as a thread count: unset -> 1; not a whole number in 1..cores -> 1, with a warning
     once on the server's log (a bad setting must not take every page down)."""
@@ -284,8 +290,7 @@ def test_latents_tsne(path: str, stamp, name: str, folder: str, n: int,
     """2-D t-SNE of the first n test latents, and of the model's PEDCC centroids embedded with them
     (t-SNE cannot place new points afterwards): ((n, 2), (classes, 2) or None)."""
     z, _ = test_latents(path, name, folder, n)
-    model = load_model(path).model
-    centroids = model.centroids.cpu().numpy() if model.has_centroids else None
+    centroids = analysis.centroids(load_model(path).model)
     points = z if centroids is None else np.concatenate([z, centroids])
     y = tsne(points, seed=seed)
     return (y, None) if centroids is None else (y[:len(z)], y[len(z):])

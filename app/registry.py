@@ -44,18 +44,16 @@ class ModelEntry:
     epochs: int | None = None  # the length of the run this checkpoint comes from
     user: bool = False  # trained from the Train view (user_models/), not shipped
 
-    # What the model can do, from its kind's class (csae_core.model.KINDS); an unknown kind can do nothing.
-    @property
-    def has_decoder(self) -> bool:
-        return self.kind in KINDS and KINDS[self.kind].has_decoder
+    # What the model can do, read from its kind's class (csae_core.model.KINDS[kind].cls); an unknown kind can
+    # do nothing.
+    def _can(self, ability: str) -> bool:
+        return self.kind in KINDS and getattr(KINDS[self.kind].cls, ability)
 
-    @property
-    def has_centroids(self) -> bool:
-        return self.kind in KINDS and KINDS[self.kind].has_centroids
-
-    @property
-    def has_logits(self) -> bool:
-        return self.kind in KINDS and KINDS[self.kind].has_logits
+    has_decoder = property(lambda self: self._can("has_decoder"))
+    has_centroids = property(lambda self: self._can("has_centroids"))
+    has_logits = property(lambda self: self._can("has_logits"))
+    label_conditioned = property(lambda self: self._can("label_conditioned"))
+    uses_beta = property(lambda self: self._can("uses_beta"))
 
     @property
     def label(self) -> str:

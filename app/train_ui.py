@@ -19,14 +19,9 @@ from csae_core.errors import CSAEError
 from . import loaders, training_jobs, training_plan, uploads
 
 REFRESH_S = 5  # the job panel's refresh while a job runs (the issue asks for at most 10 s)
-DATASETS = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "upload": "Your images (a zip)"}
+DATASETS = training_plan.SOURCES
 STATE_TEXT = {"queued": "queued", "running": "running", "stopping": "stopping…", "exporting": "exporting the model…",
               "stopped": "stopped", "done": "done", "failed": "failed"}
-
-
-@st.cache_data(show_spinner=False)
-def cuda() -> bool:
-    return training_plan.cuda_available()
 
 
 def _uploaded_set(key: str) -> uploads.ImageSet | None:
@@ -53,16 +48,17 @@ def settings_form() -> training_plan.Plan | None:
     kind = c[1].selectbox("Model", training_plan.KINDS, format_func=training_plan.kind_title,
                           key="train_kind")
     beta = c[2].number_input("β (latent noise in training)", 0.0, training_plan.MAX_BETA, 0.02, step=0.01,
-                             format="%.3f", key="train_beta", disabled=kind not in ("csae",),
+                             format="%.3f", key="train_beta", disabled=not training_plan.uses_beta(kind),
                              help="any value from 0 to 0.5; only the CSAE uses it")
     d = st.columns(3)
     latent = d[0].number_input("Latent size", *training_plan.LATENT_RANGE, 40, step=1, key="train_latent")
-    names = training_plan.recipes(cuda())
+    names = training_plan.recipes(loaders.cuda_available())
     recipe = d[1].selectbox("Recipe", names, format_func=lambda r: training_plan.RECIPES[r]["title"],
                             key="train_recipe")
-    device = d[2].selectbox("Device", ["auto", "cpu", *(["cuda"] if cuda() else [])], key="train_device",
+    gpu = ["cuda"] if loaders.cuda_available() else []
+    device = d[2].selectbox("Device", ["auto", "cpu", *gpu], key="train_device",
                             help="auto: the GPU when there is one")
-    beta = float(beta) if kind == "csae" else 0.0
+    beta = float(beta) if training_plan.uses_beta(kind) else 0.0
     if source != "upload":
         return training_plan.Plan(dataset=source, kind=kind, beta=beta, latent_dim=int(latent), recipe=recipe,
                                   device=device, dataset_title=DATASETS[source])
@@ -108,7 +104,7 @@ def _known_speeds(cache) -> dict:
 def start_button(plan: training_plan.Plan | None, allowed: bool) -> None:
     if st.button("Start training", type="primary", disabled=plan is None or not allowed, key="train_start"):
         try:
-            job = training_jobs.start(plan, cuda())
+            job = training_jobs.start(plan, loaders.cuda_available())
         except CSAEError as e:
             st.error(str(e))
             return
@@ -151,7 +147,7 @@ def curves(hist: list[dict], points: list[dict]) -> go.Figure:
 def _job_title(job: dict) -> str:
     p = job.get("plan") or {}
     name = training_plan.kind_title(p.get("kind"))
-    beta = f" β={p.get('beta', 0):g}" if p.get("kind") == "csae" else ""
+    beta = f" β={p.get('beta', 0):g}" if training_plan.uses_beta(p.get("kind")) else ""
     return f"{name}{beta} on {p.get('dataset_title') or p.get('dataset')} · {p.get('recipe')} recipe · latent {p.get('latent_dim')}"
 
 

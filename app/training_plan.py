@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from csae_core import recipes
+from csae_core.datasets import DATASETS, TRAINABLE
 from csae_core.errors import CSAEError
-from csae_core.model import KINDS as MODEL_KINDS
+from csae_core.model import DEFAULT_KIND, KINDS as MODEL_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = tuple(MODEL_KINDS)  # the library's model-kind registry: a new kind appears here by itself
@@ -42,7 +43,8 @@ RECIPES = {
                  train=dict(epochs=2, lr=0.03, schedule="step", lr_step=1, batch_size=16, epoch_images=32,
                             val_images=10, stats_images=50, progress_every=0.05), widths=(8, 8, 8, 8)),
 }
-TRAIN_SIZE = {"mnist": 60_000, "fashion-mnist": 60_000}
+# The view's data sources: the registry's datasets with a training split (a new one appears by itself), then a zip.
+SOURCES = {**{n: DATASETS[n].title for n in TRAINABLE}, "upload": "Your images (a zip)"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Plan:
     """One job's choices. `dataset` is mnist, fashion-mnist or the folder of an uploaded image set."""
 
     dataset: str
-    kind: str = "csae"
+    kind: str = DEFAULT_KIND
     beta: float = 0.02
     latent_dim: int = 40
     recipe: str = "quick"
@@ -78,6 +80,11 @@ def kind_title(kind: str) -> str:
     return MODEL_KINDS[kind].title if kind in MODEL_KINDS else str(kind)
 
 
+def uses_beta(kind: str) -> bool:
+    """Whether β (the decoder-input noise) changes this kind's training: the view offers the β input only then."""
+    return kind in MODEL_KINDS and MODEL_KINDS[kind].cls.uses_beta
+
+
 def max_image_steps() -> int:
     try:
         return max(1, int(os.environ.get(MAX_IMAGE_STEPS_ENV, MAX_IMAGE_STEPS)))
@@ -88,11 +95,11 @@ def max_image_steps() -> int:
 def settings(plan: Plan) -> dict:
     """The TrainConfig settings of `plan`'s recipe for its kind, with the validation split fitted to the data."""
     r = RECIPES[plan.recipe]
-    # A kind with its own optimizer settings (the CVAE: its authors' Adam 1e-3 at batch 512) keeps them.
+    # A kind with its own optimizer settings (the CVAE: Adam 1e-3 at batch 512, ModelKind.train) keeps them.
     s = dict(r["train"], **(MODEL_KINDS[plan.kind].train if plan.kind in MODEL_KINDS else {}))
     if s.get("val_images"):
         # A folder is split 9:1 into train/test first; keep at least 2 training images per validation image.
-        train = plan.train_images if plan.dataset in TRAIN_SIZE else plan.train_images * 9 // 10
+        train = plan.train_images if plan.dataset in TRAINABLE else plan.train_images * 9 // 10
         s["val_images"] = max(1, min(s["val_images"], train // 3))
     return s
 
@@ -178,7 +185,7 @@ def measured_speed(plan: Plan, cache: Path) -> float:
         known = {}
     if isinstance(known, dict) and isinstance(known.get(key), (int, float)):
         return float(known[key])
-    channels = 3 if plan.dataset not in TRAIN_SIZE else 1
+    channels = 3 if plan.dataset not in TRAINABLE else 1
     widths = RECIPES[plan.recipe].get("widths") or (32, 64, 128, 128)
     batch = min(settings(plan)["batch_size"], 128)
     cmd = [sys.executable, "-m", "app.training_runner", "--measure", plan.kind, str(plan.latent_dim),
@@ -199,7 +206,7 @@ def estimate_seconds(plan: Plan, images_per_s: float) -> float:
     each epoch's validation images, and the whole test set once at the end."""
     s = settings(plan)
     per_epoch_eval = s.get("val_images") or s.get("test_images") or 10_000
-    test = 10_000 if plan.dataset in TRAIN_SIZE else max(1, plan.train_images // 10)
+    test = 10_000 if plan.dataset in TRAINABLE else max(1, plan.train_images // 10)
     evals = s["epochs"] * per_epoch_eval + test
     return image_steps(plan) / images_per_s + evals / (3 * images_per_s)
 

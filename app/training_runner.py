@@ -70,7 +70,7 @@ def _watch(child: subprocess.Popen, job: dict, run: Path) -> None:
     inputs, done, seen = None, set(), None
     from csae_core.model import KINDS
 
-    has_decoder = KINDS[job["plan"]["kind"]].has_decoder
+    has_decoder = KINDS[job["plan"]["kind"]].cls.has_decoder
     while True:
         finished = child.poll() is not None
         stamp = None
@@ -144,7 +144,7 @@ def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths
     import torch
 
     from app.training_plan import MEASURE_STEPS
-    from csae_core.model import ModelConfig, build_model
+    from csae_core.model import KINDS, ModelConfig, build_model
     from csae_core.pedcc import generate_pedcc
 
     os.nice(10)
@@ -152,7 +152,7 @@ def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths
     torch.backends.cudnn.benchmark = True  # as train() on the GPU
     cfg = ModelConfig(kind=kind, latent_dim=latent, image_size=size, in_channels=channels, beta=0.02,
                       widths=tuple(int(w) for w in widths.split(",")))
-    centroids = generate_pedcc(10, latent, iters=50).scaled() if kind.startswith("csae") else None
+    centroids = generate_pedcc(10, latent, iters=50).scaled() if KINDS[kind].cls.has_centroids else None
     model = build_model(cfg, centroids).to(dev).train().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(batch, channels, size, size, device=dev).contiguous(memory_format=torch.channels_last)

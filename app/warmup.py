@@ -90,7 +90,7 @@ def _warm(t0: float) -> None:
     _step("pedcc", t0, lambda: loaders.sphere_figure(10, 0, None, True, animated=True))
     entries = loaders.model_entries()
     decoders = registry.finals(entries, decoder_only=True)
-    csae = [e for e in decoders if e.kind == "csae"]
+    csae = [e for e in decoders if e.kind == registry.DEFAULT_KIND]  # the β the page sweeps
     datasets = [d for d in registry.datasets(csae) if loaders.data_folder(d) is not None]
     if not datasets:
         report["dataset"] = None
@@ -98,7 +98,7 @@ def _warm(t0: float) -> None:
     dataset = datasets[0]  # the page's default: the paper's first dataset that has models and test images
     betas = sorted({e.beta for e in csae if e.dataset == dataset})
     beta = betas[min(1, len(betas) - 1)]  # the page's default β
-    epochs = registry.snapshots(entries, dataset, "csae", beta)
+    epochs = registry.snapshots(entries, dataset, registry.DEFAULT_KIND, beta)
     entry = epochs[max(epochs)]
     loaders.load_model(entry.path)  # the default model first, then its test images and grid
     folder = loaders.data_folder(dataset)
@@ -109,7 +109,7 @@ def _warm(t0: float) -> None:
     report.update(dataset=dataset, model=entry.path, grid=round(time.perf_counter() - t0, 3))
     # The grids of the other β values (the page prefetches them after its first draw), then the other views.
     for b in betas:
-        snaps = registry.snapshots(entries, dataset, "csae", b)
+        snaps = registry.snapshots(entries, dataset, registry.DEFAULT_KIND, b)
         _step("grids", t0, loaders.comparison_png, snaps[max(snaps)].path, dataset, folder, key, 8)
     _step("open_set", t0, _open_set_defaults, entries)
     _step("latents", t0, _latent_defaults, entries)

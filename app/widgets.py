@@ -47,6 +47,18 @@ def choose_model(entries: Sequence[registry.ModelEntry], key: str, where=None,
     return by_path[path]
 
 
+def choose_class(names: Sequence[str], key: str, where=None, classes: Sequence[int] | None = None,
+                 label: str = "Class", index: int = 0, help: str | None = None) -> int:
+    """A class picker (index into `names`) over `classes` (default: every class), shown by name."""
+    return (where or st).selectbox(label, list(range(len(names)) if classes is None else classes), index=index,
+                                   format_func=lambda k: names[k], key=key, help=help)
+
+
+def seed_input(key: str, where=None) -> int:
+    """The views' random-draw seed (the same seed shows the same images or samples again)."""
+    return int((where or st).number_input("Seed", 0, 1_000_000, 0, step=1, key=key))
+
+
 def final_models_or_stop(what: str, decoder_only: bool = False) -> list[registry.ModelEntry]:
     """The fully trained models (decoder_only: those with a decoder); with none, say so and stop the page."""
     entries = registry.finals(loaders.model_entries(), decoder_only=decoder_only)

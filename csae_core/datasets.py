@@ -50,6 +50,7 @@ class DatasetSpec:
     # Classes also written like another dataset's: open-set results also report this set without them.
     lookalikes: str = ""
     openset_unknowns: tuple[str, ...] = ()  # what results/make_openset.py scores this dataset's models against
+    download_size: str = ""  # what a download fetches, for the Home view's confirmation ("" : size unknown)
 
     @property
     def trainable(self) -> bool:
@@ -111,12 +112,12 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist": _idx_dataset("mnist", "MNIST", _MNIST_MIRROR, [str(d) for d in range(10)], (
         "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
         "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
-        openset_unknowns=("emnist-letters", "fashion-mnist")),
+        openset_unknowns=("emnist-letters", "fashion-mnist"), download_size="11 MB"),
     "fashion-mnist": _idx_dataset("fashion-mnist", "Fashion-MNIST", _FASHION_MIRROR, (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"), (
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
-        openset_unknowns=("mnist",)),
+        openset_unknowns=("mnist",), download_size="30 MB"),
     "emnist-letters": DatasetSpec(
         name="emnist-letters",
         title="EMNIST letters",
@@ -131,6 +132,7 @@ DATASETS: dict[str, DatasetSpec] = {
         label_offset=1,
         optional_splits=("one-per-class",),
         lookalikes=DIGIT_LIKE_LETTERS,
+        download_size="a 0.56 GB archive, of which the letters test split, about 5 MB, is kept",
     ),
 }
 TRAINABLE = tuple(n for n, s in DATASETS.items() if s.trainable)  # mnist, fashion-mnist: the paper's order

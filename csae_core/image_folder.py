@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .errors import CSAEError
+from .preprocess import to_float
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset"]
 
@@ -62,7 +63,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self._read(index).astype(np.float32) / 255.0), self.samples[index][1]
+        return to_float(torch.tensor(self._read(index))), self.samples[index][1]  # a copy: PIL arrays are read-only
 
     def load_all(self, progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """All images ``uint8 (N, C, size, size)`` and labels ``int64 (N,)``."""

@@ -27,7 +27,7 @@ LEGACY_DEFAULTS = {"decoder_fc_relu": True, "cvae_label_encoder": False}
 
 @dataclass
 class ModelConfig:
-    kind: str = "csae"  # one of KINDS (the registry at the end of this file)
+    kind: str = "csae"  # DEFAULT_KIND; one of KINDS (the registry at the end of this file)
     in_channels: int = 1  # 1 for MNIST/Fashion-MNIST, 3 for faces
     image_size: int = 32  # MNIST/Fashion-MNIST are padded 28 -> 32 as in the paper
     widths: tuple = (32, 64, 128, 128)  # stem width, then one stride-2 residual block per further width
@@ -199,6 +199,7 @@ class _Base(nn.Module):
     has_centroids = False  # latents are classified by the nearest PEDCC centroid (`self.centroids`)
     has_logits = False  # a softmax classifier (open-set scores from logits)
     label_conditioned = False  # the decoder takes a class label; sampling draws z from N(0, I)
+    uses_beta = False  # ModelConfig.beta (the decoder-input noise of eq. 12-13) changes its training
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -212,8 +213,9 @@ class _Base(nn.Module):
         return self.encode(x)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        decoders = " or ".join(k for k, v in KINDS.items() if v.cls.has_decoder)
         raise CSAEError(f"a {self.config.kind} model has no decoder, so it cannot decode or reconstruct images; "
-                        f"use a csae or cvae checkpoint")
+                        f"use a {decoders} checkpoint")
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,6 +242,7 @@ class CSAE(_Base):
 
     has_decoder = True
     has_centroids = True
+    uses_beta = True
 
     def __init__(self, cfg: ModelConfig, centroids: torch.Tensor):
         super().__init__(cfg)
@@ -283,6 +286,7 @@ class CSAEEncoder(CSAE):
     """CSAE_encoder of Table 3: the encoder trained with Loss1 alone, nearest-centroid classifier."""
 
     has_decoder = False
+    uses_beta = False  # no decoder, so no decoder-input noise
 
     def __init__(self, cfg: ModelConfig, centroids: torch.Tensor):
         _Base.__init__(self, cfg)
@@ -415,7 +419,8 @@ class CVAE(_Base):
 @dataclass(frozen=True)
 class ModelKind:
     """Everything the CLI, the zoo, the app and the results scripts know about one model kind. A new kind is
-    its class above plus one entry in KINDS; what it can do is read from the class (`has_decoder`, ...)."""
+    its class above plus one entry in KINDS; what it can do is read from the class: `kind.cls.has_decoder`,
+    `has_centroids`, `has_logits`, `label_conditioned`, `uses_beta` (nothing here repeats them)."""
 
     name: str  # ModelConfig.kind, the CLI's --model value, the "kind" a checkpoint records
     cls: type
@@ -426,22 +431,6 @@ class ModelKind:
     zoo_rank: int = 1  # place in the zoo's training queue (lower first; the default model always leads)
     snapshot_betas: tuple = ()  # Fig. 4: the β whose epoch snapshots the zoo keeps (MNIST)
     train: dict = field(default_factory=dict)  # the kind's own optimizer settings, over any recipe's
-
-    @property
-    def has_decoder(self) -> bool:
-        return self.cls.has_decoder
-
-    @property
-    def has_centroids(self) -> bool:
-        return self.cls.has_centroids
-
-    @property
-    def has_logits(self) -> bool:
-        return self.cls.has_logits
-
-    @property
-    def label_conditioned(self) -> bool:
-        return self.cls.label_conditioned
 
     def label(self, beta: float = 0.0, paper: bool = False) -> str:
         """'CSAE β=0.02', 'CVAE' (paper=True: the paper's spelling, 'CSAE_encoder')."""
@@ -461,13 +450,15 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
                      0.08: (99.47, 92.48)}),
     ModelKind("csae-encoder", CSAEEncoder, "CSAE encoder", "CSAE_encoder", zoo_rank=2, paper={0.0: (99.45, 92.60)}),
     ModelKind("basenet", Basenet, "Basenet", "Basenet", zoo_rank=1, paper={0.0: (99.20, 92.45)}),
-    # Not in Table 3. The authors trained it with Adam 1e-3 at batch 512, no weight decay, constant lr.
+    # Not in Table 3. Adam 1e-3 at batch 512, no weight decay, constant lr: the settings of an older commit of
+    # the authors' code (their current code differs; README, "Where we depart from the paper").
     ModelKind("cvae", CVAE, "CVAE", "CVAE", zoo_rank=4,
               train=dict(optimizer="adam", lr=1e-3, batch_size=512, weight_decay=0.0, schedule="step",
                          lr_step=10**6, warmup_steps=0, nesterov=False)),
 )}
 MODEL_KINDS = tuple(KINDS)
-DEFAULT_KIND, DEFAULT_BETA = "csae", 0.02  # what the app shows first, the zoo trains first (and with seeds)
+DEFAULT_KIND, DEFAULT_BETA = "csae", 0.02  # what the app shows first, the zoo trains first (and with seeds);
+# DEFAULT_KIND is also the kind whose β the Reconstructions view and the open-set β trend sweep (Fig. 4/5)
 
 
 def build_model(cfg: ModelConfig, centroids: torch.Tensor | None = None) -> nn.Module:

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from .classify import nearest_centroid
-from .datasets import DATASETS, DIGIT_LIKE_LETTERS  # noqa: F401  (exported)
+from .datasets import DATASETS
 from .errors import CSAEError
 from .evaluate import batches, reconstruction_errors
 
-__all__ = ["THRESHOLD_SPLIT", "split_known_test", "TARGET_TPR", "SCORE_DESCRIPTIONS", "UNKNOWN_SETS", "DIGIT_LIKE_LETTERS",
+__all__ = ["THRESHOLD_SPLIT", "split_known_test", "TARGET_TPR", "SCORE_DESCRIPTIONS", "UNKNOWN_SETS",
            "available_scores", "default_score", "check_scores", "raw_scores_needed", "score_images",
            "Standardizer", "combine", "threshold_at_tpr", "openset_metrics", "roc_points", "load_known",
            "load_unknown", "unknown_subsets", "unknown_title", "scores_from_raw", "OpenSetResult", "evaluate_openset"]
@@ -280,8 +280,8 @@ def load_known(dataset: str, size: int, data_dir=None, limit: int = 0) -> dict[s
     spaced subset of each half. The training split is not read: models may have trained on any of it."""
     from . import data
 
-    if dataset not in data.DATASETS:
-        raise CSAEError(f"open-set scoring needs a known dataset among {', '.join(data.DATASETS)}, got {dataset!r}")
+    if dataset not in DATASETS:
+        raise CSAEError(f"open-set scoring needs a known dataset among {', '.join(DATASETS)}, got {dataset!r}")
     test, _ = data.load_split(dataset, "test", data_dir)
     return {k: _pad(v[_subsample(len(v), limit)], size) for k, v in split_known_test(test).items()}
 
@@ -295,7 +295,7 @@ def load_unknown(name: str, size: int, data_dir=None, limit: int = 0) -> tuple[t
     dataset, split, leave_out = UNKNOWN_SETS[name]
     images, labels = data.load_split(dataset, split, data_dir)
     if leave_out:
-        names = data.DATASETS[dataset].class_names
+        names = DATASETS[dataset].class_names
         drop = torch.tensor([names.index(c) for c in leave_out])
         keep = ~torch.isin(labels, drop)
         images, labels = images[keep], labels[keep]

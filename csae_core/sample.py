@@ -27,7 +27,7 @@ def sample_latents(mean: torch.Tensor, cov: torch.Tensor, n: int, temperature: f
 def decode_latents(model, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Decoded images (N, C, H, W) clipped to [0, 1]; CVAE decoders also need the class labels (N,)."""
     if not model.has_decoder:
-        raise CSAEError(f"a {model.config.kind} model has no decoder; use a csae or cvae checkpoint")
+        model.decode(z)  # raises the one "no decoder" message, naming the kinds that have one
     model.eval()
     device = next(model.parameters()).device
     labels = None if labels is None else labels.to(device)

@@ -11,17 +11,17 @@ st.caption("CSAE: the latent codes of each class's training images have a mean a
 entry = widgets.choose_final_model("class sampling", key="sample_model", decoder_only=True)
 ckpt = widgets.load_or_stop(entry)
 names = ckpt.class_names
-if entry.kind == "csae" and ckpt.latent_stats() is None:
+if not entry.label_conditioned and ckpt.latent_stats() is None:  # it samples from class Gaussians
     st.warning("This checkpoint stores no class latent statistics, so it cannot sample. Retrain it with "
                "`python -m csae_core train` (every checkpoint it writes has them).")
     st.stop()
 
 c = st.columns(4)
 mode = c[0].radio("Show", ["all classes (Fig. 7 grid)", "one class"], key="sample_mode")
-seed = int(c[1].number_input("Seed", 0, 1_000_000, 0, step=1, key="sample_seed"))
+seed = widgets.seed_input("sample_seed", where=c[1])
 temperature = c[2].slider("Temperature (scales the covariance)", 0.0, 3.0, 1.0, 0.1, key="sample_temperature")
 if mode == "one class":
-    k = c[3].selectbox("Class", range(len(names)), format_func=lambda i: names[i], key="sample_class")
+    k = widgets.choose_class(names, "sample_class", where=c[3])
     n = c[3].slider("Samples", 1, 64, 32, key="sample_n")
     classes = (k,)
 else:
@@ -36,9 +36,8 @@ if not entry.has_centroids:
     st.caption(f"The {entry.label} has no class centres to walk between; pick a CSAE model for this part.")
 else:
     i = st.columns(4)
-    a = i[0].selectbox("From", range(len(names)), index=0, format_func=lambda j: names[j], key="interp_a")
-    b = i[1].selectbox("To", range(len(names)), index=min(1, len(names) - 1),
-                       format_func=lambda j: names[j], key="interp_b")
+    a = widgets.choose_class(names, "interp_a", where=i[0], label="From")
+    b = widgets.choose_class(names, "interp_b", where=i[1], label="To", index=min(1, len(names) - 1))
     steps = i[2].slider("Steps", 2, 16, 10, key="interp_steps")
     use_means = i[3].radio("Ends", ["PEDCC centroids", "learned class means"], key="interp_ends") != "PEDCC centroids"
     widgets.image_row(loaders.interpolation_png(entry.path, a, b, steps, use_means),

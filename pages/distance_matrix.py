@@ -34,7 +34,7 @@ if means is None:
 
 left, right = st.columns(2)
 if entry.has_centroids:
-    pedcc = analysis.pairwise_distances(ckpt.model.centroids.cpu().numpy())
+    pedcc = analysis.pairwise_distances(analysis.centroids(ckpt.model))
     left.subheader("PEDCC centroids (predefined)")
     left.plotly_chart(figures.distance_heatmap(pedcc, names, upper), key="dist_pedcc_fig")
     left.caption(f"All off-diagonal distances ≈ {pedcc[~np.eye(len(pedcc), dtype=bool)].mean():.3f} "

@@ -6,11 +6,6 @@ from app.widgets import shown_path, shown_text
 
 st.title("CSAE Explorer")
 
-# Official download sizes (what a visitor's click would fetch), for the confirmation below.
-DOWNLOAD_SIZES = {"mnist": "11 MB", "fashion-mnist": "30 MB",
-                  "emnist-letters": "a 0.56 GB archive, of which the letters test split, about 5 MB, is kept"}
-
-
 text, picture = st.columns([3, 2])
 with text:
     st.markdown(
@@ -60,8 +55,8 @@ if missing:
         st.write(f"Files are fetched from {source} into `{target}/`. "
                  f"`python -m csae_core data download NAME` does the same from a terminal.")
         for name in missing:
-            title = registry.DATASETS[name].title
-            if st.checkbox(f"Yes, download {title} ({DOWNLOAD_SIZES.get(name, 'size unknown')}) on this server",
+            title, size = registry.DATASETS[name].title, registry.DATASETS[name].download_size or "size unknown"
+            if st.checkbox(f"Yes, download {title} ({size}) on this server",
                            key=f"confirm_download_{name}"):
                 if widgets.download_dataset_button(name, key=f"download_{name}"):
                     st.session_state["downloaded"] = title

@@ -29,7 +29,7 @@ def view():
 
     ckpt = widgets.load_or_stop(entry)
     z, labels = loaders.test_latents(entry.path, entry.dataset, folder, n)
-    centroids = ckpt.model.centroids.cpu().numpy() if entry.has_centroids else None
+    centroids = analysis.centroids(ckpt.model)
     if PROJECTIONS[how] == "tsne":
         proj, proj_centroids = loaders.test_latents_tsne(entry.path, entry.dataset, folder, n)
         titles = ["t-SNE 1", "t-SNE 2"]

@@ -43,8 +43,8 @@ else:
     else:
         split = "test"
         present = sorted(set(loaders.split_labels("emnist-letters", em_folder, split).tolist()))
-        k = c[1].selectbox("Letter", present, format_func=lambda i: letter_names[i], key="em_letter",
-                           help="The shared copy of the test split holds classes a–m only.")
+        k = widgets.choose_class(letter_names, "em_letter", where=c[1], classes=present, label="Letter",
+                                 help="The shared copy of the test split holds classes a–m only.")
         count = c[2].slider("How many", 4, 20, 10, key="em_count")
         idx, _, _ = loaders.test_selection("emnist-letters", em_folder, k, count, 0, split=split)
     key = tuple(int(i) for i in idx)

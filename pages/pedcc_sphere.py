@@ -48,7 +48,7 @@ with_centroids = [e for e in registry.finals(loaders.model_entries()) if e.has_c
 if with_centroids:
     entry = widgets.choose_model(with_centroids, key="pedcc_model", label="Centroids of")
     ckpt = widgets.load_or_stop(entry)
-    centroids = ckpt.model.centroids.cpu().numpy()
+    centroids = analysis.centroids(ckpt.model)
     source = f"the centroids {entry.long_label} classifies with"
     if ckpt.meta.get("weights_dtype") == "float16":
         source += " (its weights are stored in fp16; the centroids are kept in fp32, as trained)"

@@ -16,7 +16,8 @@ st.caption("Each pair of rows: test images, then their reconstructions. More noi
 
 entries = loaders.model_entries()
 finals = registry.finals(entries, decoder_only=True)  # read from the manifest: nothing loaded yet
-csae_datasets = registry.datasets([e for e in finals if e.kind == "csae"])
+SWEPT = registry.DEFAULT_KIND  # the kind whose β the slider sweeps (Fig. 4/5: the CSAE)
+csae_datasets = registry.datasets([e for e in finals if e.kind == SWEPT])
 widgets.note_folder_models(csae_datasets, "Reconstructions")
 csae_datasets = [d for d in csae_datasets if d in registry.DATASETS]  # the others have no test set to show
 if not csae_datasets:
@@ -29,14 +30,14 @@ def choose_model():
     top = st.columns([1, 2, 1])
     dataset = widgets.choose_dataset(csae_datasets, key="recon_dataset", where=top[0])
     decoders = widgets.loadable([e for e in finals if e.dataset == dataset])  # this dataset's models only
-    if not any(e.kind == "csae" for e in decoders):
+    if not any(e.kind == SWEPT for e in decoders):
         widgets.no_models("the reconstruction view", dataset)
         st.stop()
-    betas = sorted({e.beta for e in decoders if e.dataset == dataset and e.kind == "csae"})
+    betas = sorted({e.beta for e in decoders if e.dataset == dataset and e.kind == SWEPT})
     beta = top[1].select_slider("β (noise added to the latent code in training)", options=betas,
                                 value=betas[min(1, len(betas) - 1)], format_func=lambda b: f"{b:g}",
                                 key=f"recon_beta_{dataset}")  # per dataset: their β lists may differ
-    epochs = registry.snapshots(entries, dataset, "csae", beta)
+    epochs = registry.snapshots(entries, dataset, SWEPT, beta)
     if len(epochs) > 1:
         last = epochs[max(epochs)]
         scale = "paper's 120-epoch scale" if last.paper_epoch else f"of {last.epochs}, {last.recipe} recipe"
@@ -65,8 +66,8 @@ def view():
     class_index = None
     if how == "one class":
         present = sorted(set(loaders.split_labels(dataset, folder).tolist()))
-        class_index = pick[1].selectbox("Class", present, format_func=lambda k: names[k], key="recon_class")
-    seed = int(pick[2].number_input("Seed", 0, 1_000_000, 0, step=1, key="recon_seed"))
+        class_index = widgets.choose_class(names, "recon_class", where=pick[1], classes=present)
+    seed = widgets.seed_input("recon_seed", where=pick[2])
     count = pick[3].select_slider("How many", [8, 16, 24, 32], value=32, key="recon_count")
     indices, _, labels = loaders.test_selection(dataset, folder, class_index, count, seed)
     key = tuple(int(i) for i in indices)
@@ -87,7 +88,7 @@ def view():
     side_by_side(decoders, dataset, folder, key)
 
     # Warm the cache for the other β values after the page is drawn, so the next slider move is a lookup.
-    loaders.prefetch_grids([e.path for e in decoders if e.kind == "csae" and e.path != entry.path],
+    loaders.prefetch_grids([e.path for e in decoders if e.kind == SWEPT and e.path != entry.path],
                            dataset, folder, key, nrow)
 
 

@@ -24,7 +24,7 @@ import torch
 from csae_core import openset
 from csae_core.checkpoint import load_checkpoint
 from csae_core.datasets import DATASETS, TRAINABLE
-from csae_core.model import DEFAULT_BETA, KINDS
+from csae_core.model import DEFAULT_BETA, DEFAULT_KIND, KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {name: DATASETS[name].openset_unknowns for name in TRAINABLE}  # known dataset -> unknown sets
@@ -131,7 +131,7 @@ def beta_trend(results: list[dict]) -> list[str]:
              f"difference; ρ is Spearman's rank correlation of AUROC with β. That error covers the sampling of test "
              f"images only: each β is one training run, so run-to-run variation is not in it, and differences of a "
              f"few thousandths may not survive retraining with another seed.", ""]
-    csae = [r for r in results if r["model"] == "csae"]
+    csae = [r for r in results if r["model"] == DEFAULT_KIND]  # the kind whose β the zoo sweeps
     betas = sorted({r["beta"] for r in csae})
     if len(betas) < 2:
         return lines + ["Fewer than two CSAE β values are shipped: no trend to report."]

@@ -65,7 +65,7 @@ def test_every_view_renders(page):
     at = open_page(page)
     assert at.title, "every view has a title"
     assert not at.error, [e.value for e in at.error]
-    kind, least = SHOWS[page]
+    kind, least = SHOWS.get(page, ("title", 1))  # a view added to app/explorer.py runs here before it has a row
     shown = len(at.get(kind))
     assert shown >= least, f"{page} shows {shown} {kind}, expected at least {least}"
 

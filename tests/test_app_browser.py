@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import explorer_pages
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
@@ -51,8 +53,8 @@ def test_beta_slider_in_a_real_browser(server, page, tmp_path):
     grid = page.locator('[data-testid="stImage"] img').first
     grid.wait_for(state="visible")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle())
-    # Only the nine registered views (app/explorer.py) are in the navigation: no auto-discovered pages/ entries.
-    assert page.locator('[data-testid="stSidebarNavLink"]').count() == 9
+    # Only the views app/explorer.py registers are in the navigation: no auto-discovered pages/ entries.
+    assert page.locator('[data-testid="stSidebarNavLink"]').count() == len(explorer_pages())
     before_src = grid.get_attribute("src")
     before_png = grid.screenshot(path=str(tmp_path / "grid_beta_0.04.png"))
     page.screenshot(path=str(tmp_path / "page_beta_0.04.png"), full_page=True)
