@@ -139,43 +139,21 @@ def run_job(job_id: str) -> None:
 
 
 def measure(kind: str, latent: int, size: int, channels: int, batch: int, widths: str, device: str = "cpu") -> float:
-    """Training images/s of one model on `device`, stepped as train_step does (channels-last; bf16 autocast on
-    the GPU): warm-up steps, then timed ones on random images (MEASURE_STEPS)."""
+    """Training images/s of one model on `device`, stepped as train_step does (csae_core.throughput): warm-up
+    steps, then timed ones on random images (MEASURE_STEPS), at this process's lower priority."""
     import torch
 
     from app.training_plan import MEASURE_STEPS
-    from csae_core.model import KINDS, ModelConfig, build_model
+    from csae_core.model import KINDS, ModelConfig
     from csae_core.pedcc import generate_pedcc
+    from csae_core.throughput import training_images_per_s
 
     os.nice(10)
-    dev = torch.device(device)
-    torch.backends.cudnn.benchmark = True  # as train() on the GPU
     cfg = ModelConfig(kind=kind, latent_dim=latent, image_size=size, in_channels=channels, beta=0.02,
                       widths=tuple(int(w) for w in widths.split(",")))
     centroids = generate_pedcc(10, latent, iters=50).scaled() if KINDS[kind].cls.has_centroids else None
-    model = build_model(cfg, centroids).to(dev).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch, channels, size, size, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=dev)
-    warm, timed = MEASURE_STEPS[dev.type]
-    for i in range(warm + timed):
-        if i == warm:
-            _sync(dev)
-            t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = model.loss(model(x, y), x, y)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    _sync(dev)
-    return batch * timed / (time.perf_counter() - t0)
-
-
-def _sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    warm, timed = MEASURE_STEPS[torch.device(device).type]
+    return training_images_per_s(cfg, centroids, batch, warm, timed, device)
 
 
 def main(argv: list[str]) -> int:

@@ -6,36 +6,18 @@ Synthetic MNIST-shaped batches, the real models and losses, one optimizer step p
 (the trainer's inner loop: channels-last everywhere, bf16 autocast on CUDA).
 """
 import argparse
-import time
 
 import torch
 
-from csae_core.model import MODEL_KINDS, ModelConfig, build_model
+from csae_core.model import MODEL_KINDS, ModelConfig
 from csae_core.pedcc import generate_pedcc
+from csae_core.throughput import training_images_per_s
 
 
 def bench(kind, device, batch, steps):
     torch.manual_seed(0)
-    cfg = ModelConfig(kind=kind, beta=0.02)
-    model = build_model(cfg, generate_pedcc(10, 40, converge=True).scaled()).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(batch, 1, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-    model = model.to(memory_format=torch.channels_last)  # as the trainer does, on every device
-    x = x.contiguous(memory_format=torch.channels_last)
-    for i in range(steps + 2):  # 2 warm-up steps
-        if i == 2:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model.loss(model(x, y), x, y)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t0)
+    return training_images_per_s(ModelConfig(kind=kind, beta=0.02), generate_pedcc(10, 40, converge=True).scaled(),
+                                 batch, 2, steps, device)
 
 
 def main():
