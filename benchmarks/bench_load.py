@@ -3,6 +3,7 @@
     python benchmarks/bench_load.py                      # N = 1, 4, 16 on the real zoo in checkpoints/
     python benchmarks/bench_load.py --sessions 4 --moves 3 --checkpoints-dir D --data-dir E
     python benchmarks/bench_load.py --sessions 64 --url http://127.0.0.1:8080   # a running server or deploy/serve
+    python benchmarks/bench_load.py --sessions 1 4 --beside-job    # while the Train view's quick job trains
 
 Each session speaks Streamlit's own protocol, as a browser tab does, on loopback only: a websocket to
 /_stcore/stream (subprotocol "streamlit"), BackMsg protobufs up (rerun_script with the page name and the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from contextlib import contextmanager, nullcontext
 import http.cookiejar
 import json
 import os
@@ -315,6 +317,31 @@ def run_load(ns: list[int], moves: int, timeout: float, env: dict, distinct_imag
     return rows
 
 
+@contextmanager
+def training_job_running():
+    """The Train view's quick preset (MNIST CSAE β=0.02) started as the view starts it (app.training_jobs: its
+    own niced process), in a temporary user folder, and training (first progress line written) before the
+    sessions start; stopped after them."""
+    import tempfile
+
+    os.environ["CSAE_USER_MODELS_DIR"] = tempfile.mkdtemp(prefix="bench-load-job-")
+    from app import training_jobs, training_plan
+
+    job = training_jobs.start(training_plan.Plan(dataset="mnist", kind="csae", beta=0.02, recipe="quick"),
+                              cuda=False)
+    deadline = time.monotonic() + 300
+    while not training_jobs.steps(job["id"]) and time.monotonic() < deadline:
+        time.sleep(1)
+        job = training_jobs.read(job["id"])
+        if job["state"] not in (*training_jobs.ACTIVE, "queued"):
+            raise RuntimeError(f"the training job ended before the sessions started: {job.get('error')}")
+    print(f"(a quick-preset training job is running: {training_jobs.run_dir(job['id'])})", flush=True)
+    try:
+        yield job
+    finally:
+        training_jobs.stop(job["id"])
+
+
 def fmt(x) -> str:
     return "–" if x is None else f"{x * 1000:.0f} ms"
 
@@ -343,6 +370,8 @@ def main(argv=None) -> int:
     p.add_argument("--url", help="a running server or proxy (e.g. http://127.0.0.1:8080 from deploy/serve) "
                                  "instead of a fresh server; its own checkpoints and data then count")
     p.add_argument("--no-warmup", action="store_true", help="no single warm-up session before the measured ones")
+    p.add_argument("--beside-job", action="store_true",
+                   help="with the Train view's quick job training meanwhile (its own niced process, both cores)")
     p.add_argument("--store", choices=("cold", "warm"), default="cold",
                    help="the fresh server's on-disk store (app/disk_store.py): cold (default) = an empty one, so "
                         "each user's own images are computed as they would be the first time; warm = $CSAE_CACHE_DIR "
@@ -359,19 +388,22 @@ def main(argv=None) -> int:
     if a.store == "cold" and not a.url:
         import tempfile
         env["CSAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="csae-bench-store-")
-    rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images,
-                    warmup=not a.no_warmup, url=a.url)
+    with training_job_running() if a.beside_job else nullcontext():
+        rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images,
+                        warmup=not a.no_warmup, url=a.url)
     print(table(rows))
     for r in rows:
         for e in r["error_examples"]:
             print(f"  N={r['sessions']} error: {e}")
     load1 = os.getloadavg()[0]
-    where = a.url or f"a fresh server process, on-disk store {a.store}"
+    where = (a.url or f"a fresh server process, on-disk store {a.store}") + (
+        ", a quick-preset training job running" if a.beside_job else "")
     print(f"({where}, loopback, {os.cpu_count()} cores, load average {load1:.1f} at the end)")
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "cores": os.cpu_count(), "load": load1, "url": a.url,
                                             "distinct_images": not a.same_images, "moves": a.moves,
-                                            "store": None if a.url else a.store}, indent=1))
+                                            "store": None if a.url else a.store,
+                                            "beside_job": a.beside_job}, indent=1))
     return 0 if all(r["errors"] == 0 for r in rows) else 1
 
 
