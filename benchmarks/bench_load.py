@@ -340,6 +340,10 @@ def training_job_running():
         yield job
     finally:
         training_jobs.stop(job["id"])
+        deadline = time.monotonic() + 60  # its process exits at the next step; leave no load behind
+        while training_jobs.read(job["id"])["state"] in training_jobs.ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.5)
+            training_jobs.all_jobs()
 
 
 def fmt(x) -> str:
