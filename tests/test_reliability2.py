@@ -209,7 +209,7 @@ print("ready", flush=True); time.sleep(60)
 
 
 @pytest.mark.parametrize("holder", ["alive", "dead"])
-def test_02_lock_wait_names_a_live_holder_and_takes_over_from_a_dead_one(holder, tmp_path, monkeypatch):
+def test_02_lock_wait_names_a_live_holder_and_takes_over_from_a_dead_one(holder, tmp_path, capfd):
     folder = tmp_path / "mnist"
     folder.mkdir()
     lock = tmp_path / ".mnist.lock"
@@ -223,12 +223,16 @@ def test_02_lock_wait_names_a_live_holder_and_takes_over_from_a_dead_one(holder,
                 with download._locked(folder, wait=1.0):
                     pass
             assert time.monotonic() - t0 < 10
+            # the wait itself was said at once (a second `data download` sat silent behind a stalled one)
+            said = capfd.readouterr().err
+            assert said.count("waiting for another download") == 1 and f"pid {pid}" in said
         else:
             p.wait(10)
             t0 = time.monotonic()
             with download._locked(folder, wait=30.0):
                 assert int(lock.read_text().split()[0]) == os.getpid()
             assert time.monotonic() - t0 < 10  # taken over, not waited on
+            assert "waiting" not in capfd.readouterr().err
     finally:
         p.kill()
         p.wait()
