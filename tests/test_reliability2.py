@@ -467,6 +467,10 @@ def test_09_a_set_of_only_i_and_l_keeps_the_valid_result(app_fixture, tmp_path):
     assert code == 0, err
     rec = json.loads(out)
     assert rec["unknown_images"] == 16 and rec["subsets"] == {}
+    # the subset asked for by itself is empty: one line saying so (it read "got 40 and 0")
+    code, _, err = run_cli(["openset", ck, "--unknown", "emnist-letters-no-ilosz", "--data-dir", root,
+                            "--threads", "1"])
+    assert one_line_error(code, err) and "has no image" in err and "data download emnist-letters" in err, err
 
 
 def _inf_checkpoint(folder: Path) -> Path:
