@@ -473,18 +473,25 @@ def test_09_a_set_of_only_i_and_l_keeps_the_valid_result(app_fixture, tmp_path):
     assert one_line_error(code, err) and "has no image" in err and "data download emnist-letters" in err, err
 
 
-def _inf_checkpoint(folder: Path) -> Path:
-    """Finite weights, infinite activations: the encoder's FC bias at 3e38 (float32's max is 3.4e38)."""
+def _inf_checkpoint(folder: Path, nan: bool = False) -> Path:
+    """Finite weights, infinite activations: the encoder's FC bias at 3e38 (float32's max is 3.4e38). With
+    `nan`, NaN activations instead: FC weights of +-3e38 in turn, so every latent is inf - inf."""
     model, _ = _tiny_model("csae", 0.02, 5)
     with torch.no_grad():
-        model.encoder.fc.bias.fill_(3e38)
+        if nan:
+            model.encoder.fc.weight[:, 0::2] = 3e38
+            model.encoder.fc.weight[:, 1::2] = -3e38
+        else:
+            model.encoder.fc.bias.fill_(3e38)
     meta = {"dataset": "mnist", "class_names": [str(i) for i in range(10)], "epoch": 12, "recipe": "test",
             "train": {"epochs": 12}, "metrics": {"accuracy": 0.1, "recon_mse": 0.2}, "latent_stats": None}
-    return save_checkpoint(folder / "mnist" / "csae-inf", model, meta).parent / "csae-inf.json"
+    name = "csae-nan" if nan else "csae-inf"
+    return save_checkpoint(folder / "mnist" / name, model, meta).parent / f"{name}.json"
 
 
-def test_10_infinite_outputs_give_standard_json_and_metrics(app_fixture, tmp_path):
-    ck = _inf_checkpoint(tmp_path)
+@pytest.mark.parametrize("nan", [False, True], ids=["inf", "nan"])
+def test_10_infinite_outputs_give_standard_json_and_metrics(nan, app_fixture, tmp_path):
+    ck = _inf_checkpoint(tmp_path, nan)
     code, out, err = run_cli(["evaluate", ck, "--data-dir", app_fixture["data"], "--json"])
     assert code == 0, err
     json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
