@@ -280,6 +280,19 @@ def test_15_atomic_write_keeps_the_umask_mode(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux states the umask in /proc")
+def test_15_atomic_write_reads_the_umask_without_changing_it(tmp_path, monkeypatch):
+    """Set-and-restore would, for a moment, give files another thread of the app creates the wrong mode."""
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda *a: pytest.fail("the process umask was changed"))
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
 def test_15_atomic_write_never_replaces_a_device_or_pipe(tmp_path):
     import stat
 
