@@ -250,8 +250,10 @@ def _acquire(path: Path, wait: float, folder: Path):
                 suspect = None
             if not told and suspect is None:  # a wait of up to `wait` seconds must not look like a hang (issue 16)
                 told = True
-                print(f"waiting for another download into {folder} (pid {holder or 'unknown'}) to finish, "
-                      f"for at most {wait:.0f} s", file=sys.stderr, flush=True)
+                from tqdm.auto import tqdm  # its write: on a line of its own, though a bar is drawn
+
+                tqdm.write(f"waiting for another download into {folder} (pid {holder or 'unknown'}) to finish, "
+                           f"for at most {wait:.0f} s", file=sys.stderr)
             if time.monotonic() > deadline:
                 raise CSAEError(f"another download into {folder} (pid {holder if holder else 'unknown'}) has held "
                                 f"{path} for over {wait:.0f} s. Fix: wait for it to finish, or stop it"
