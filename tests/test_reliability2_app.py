@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from reliability_counts import record
-from test_reliability2 import _emnist_only, _inf_checkpoint
+from test_reliability2 import Server, _emnist_only, _inf_checkpoint, trickle
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "app" / "explorer.py"
@@ -80,6 +80,28 @@ def test_open_set_with_an_empty_unknown_set(worlds, monkeypatch):
     box = next(b for b in at.selectbox if b.key == "openset_unknown")
     box.set_value("emnist-letters-no-ilosz").run()
     assert_clean(at)
+
+
+def test_home_download_from_a_trickling_mirror_returns_with_a_message(worlds, tmp_path, monkeypatch):
+    """Issue 16, item 2: a Home-page download click on a mirror sending a byte now and then never returned."""
+    import time
+
+    from csae_core import download
+
+    monkeypatch.setattr(download, "STALL_WINDOW", 1.0)  # 1 KB/s over 1 s; the real window is 30 s
+    server = Server(trickle)
+    monkeypatch.setenv("CSAE_DATA_URL", server.url)
+    monkeypatch.delenv("CSAE_DATA_SHA256", raising=False)
+    try:
+        at = open_page("home", monkeypatch, worlds["zoos"]["inf"], tmp_path / "no-data")
+        at.checkbox(key="confirm_download_mnist").check().run()
+        t0 = time.monotonic()
+        at.button(key="download_mnist").click().run()
+        assert time.monotonic() - t0 < 30
+    finally:
+        server.close()
+    assert_clean(at)
+    assert any("stalled" in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_a_failing_page_shows_one_message_and_no_details(app_env, monkeypatch):
