@@ -50,44 +50,73 @@ def _error_line(stderr: str) -> str:
     return (errors[-1] if errors else "")[:200]
 
 
-def round2_probes() -> list[dict]:
-    """Issue 16's two measured targets: a mirror trickling 1 byte / 5 s is given up (seconds, exit code), and a
-    checkpoint JSON asking for latent_dim 100000 is refused at a small peak memory (the child's VmHWM)."""
-    import shutil
+def _peak(code_args: list[str], env: dict, code: str = "") -> tuple[int, int, str]:
+    """(exit code, peak MB, stderr) of `cli.main(code_args)` (or of `code`) in a child: its own VmHWM
+    (ru_maxrss keeps the forking parent's across exec)."""
+    body = code or f"from csae_core import cli\nrc = cli.main({code_args!r})\n"
+    script = (f"import re, sys\nrc = 0\n{body}"
+              "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+              "print(hwm // 1024, file=sys.stderr); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    return r.returncode, int((r.stderr.strip().splitlines() or ["0"])[-1]), r.stderr
+
+
+def _trickle_probes(d: str, env: dict) -> list[dict]:
+    """A mirror trickling 1 byte / 5 s is given up (seconds, exit code); a second download of the same dataset
+    started meanwhile says at once that it waits, and for whom."""
     import time
 
-    rows = []
+    server = subprocess.Popen([sys.executable, "-c", TRICKLE], stdout=subprocess.PIPE, text=True)
+    try:
+        env = {**env, "CSAE_DATA_URL": f"http://127.0.0.1:{server.stdout.readline().strip()}/"}
+        cmd = [sys.executable, "-m", "csae_core", "data", "download", "mnist"]
+        t0 = time.monotonic()
+        first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+        time.sleep(3)
+        try:
+            second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=5).stderr
+        except subprocess.TimeoutExpired as e:
+            second = (e.stderr or b"").decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        err = first.communicate(timeout=300)[1]
+        seconds = time.monotonic() - t0
+    finally:
+        server.kill()
+        server.wait()
+    said = [line[line.index("waiting"):] for line in second.replace("\r", "\n").splitlines()
+            if "waiting for another download" in line]
+    return [{"probe": "`data download mnist` from a mirror sending 1 byte every 5 s",
+             "result": f"exit {first.returncode} after {seconds:.0f} s (target: <= 60 s)",
+             "met": first.returncode == 2 and seconds <= 60, "message": _error_line(err)},
+            {"probe": "a second `data download mnist` started 3 s later",
+             "result": "says it waits within 5 s" if said else "silent for 5 s",
+             "met": bool(said), "message": (said or [""])[0][:200]}]
+
+
+def round2_probes() -> list[dict]:
+    """Issue 16's measured targets: the trickling mirror (_trickle_probes), and the peak memory of refused
+    oversized configs: a checkpoint JSON asking for latent_dim 100000, and `train --image-size 512`."""
+    import shutil
+
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CSAE_DATA_DIR": str(Path(d) / "data")}
-        server = subprocess.Popen([sys.executable, "-c", TRICKLE], stdout=subprocess.PIPE, text=True)
-        try:
-            port = server.stdout.readline().strip()
-            t0 = time.monotonic()
-            r = subprocess.run([sys.executable, "-m", "csae_core", "data", "download", "mnist"], cwd=ROOT,
-                               env={**env, "CSAE_DATA_URL": f"http://127.0.0.1:{port}/"}, capture_output=True,
-                               text=True, timeout=300)
-            seconds = time.monotonic() - t0
-            rows.append({"probe": "`data download mnist` from a mirror sending 1 byte every 5 s",
-                         "result": f"exit {r.returncode} after {seconds:.0f} s (target: <= 60 s)",
-                         "met": r.returncode == 2 and seconds <= 60, "message": _error_line(r.stderr)})
-        finally:
-            server.kill()
-            server.wait()
+        rows = _trickle_probes(d, env)
         src = ROOT / "checkpoints" / "mnist" / "cvae.json"
         meta = json.loads(src.read_text())
         meta["model"]["latent_dim"] = 100_000
         shutil.copy(src.parent / meta["weights"], Path(d) / meta["weights"])
         (Path(d) / "cvae.json").write_text(json.dumps(meta))
-        # VmHWM: the child's own peak (ru_maxrss keeps the forking parent's across exec)
-        code = ("import re, sys\nfrom csae_core import cli\nrc = cli.main(['evaluate', sys.argv[1]])\n"
-                "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-                "print(hwm // 1024, file=sys.stderr); sys.exit(rc)")
-        r = subprocess.run([sys.executable, "-c", code, str(Path(d) / "cvae.json")], env=env, capture_output=True,
-                           text=True, timeout=120)
-        peak = int((r.stderr.strip().splitlines() or ["0"])[-1])
+        rc, peak, err = _peak(["evaluate", str(Path(d) / "cvae.json")], env)
         rows.append({"probe": "`evaluate` of a CVAE JSON with latent_dim 100000 (366 KB)",
-                     "result": f"exit {r.returncode}, peak {peak} MB (target: <= 200 MB)",
-                     "met": r.returncode == 2 and peak <= 200, "message": _error_line(r.stderr)})
+                     "result": f"exit {rc}, peak {peak} MB (target: <= 200 MB)",
+                     "met": rc == 2 and peak <= 200, "message": _error_line(err)})
+        rc, peak, err = _peak(["train", "--dataset", "mnist", "--image-size", "512", "--epochs", "1",
+                               "--out", str(Path(d) / "run")], env)
+        torch_mb = _peak([], env, "import torch\n")[1]
+        rows.append({"probe": "`train --image-size 512` (refused from the flags)",
+                     "result": f"exit {rc}, peak {peak} MB (target: <= 200 MB; importing torch alone: {torch_mb} MB, "
+                               f"and the train flags are generated from configs in torch-importing modules)",
+                     "met": rc == 2 and peak <= 200, "message": _error_line(err)})
     return rows
 
 
@@ -172,10 +201,12 @@ def main(argv=None) -> int:
         f"{'0 tracebacks and 0 segfaults' if code == 0 else 'FAILURES (see the test run)'} over the "
         f"{counts.get('bad inputs tried (round 2)', 0)} round-2 cases above (every subcommand and argument of both "
         f"CLIs with every odd value, and the issue's items); no hang: a stalled mirror is given up "
-        f"({probes[0]['result']}), a lock is waited on at most 10 minutes with the holder's pid named and taken "
-        f"over from a dead holder; every generated file is written atomically with the umask's mode and never over "
+        f"({probes[0]['result']}), a lock is waited on at most 10 minutes, the wait said at once with the "
+        f"holder's pid, and taken over from a dead holder; every generated file is written atomically with the umask's mode and never over "
         f"a device or pipe; checkpoints are read only inside their folder (weights named by a JSON, manifest rows, "
-        f"the app's bounded search); a refused oversized config peaks at {probes[1]['result'].split('peak ')[1]}.",
+        f"the app's bounded search); a refused oversized checkpoint config peaks at "
+        f"{probes[2]['result'].split('peak ')[1]}, refused oversized train flags at "
+        f"{probes[3]['result'].split('peak ')[1].split(' (')[0]} (torch's own import).",
         "",
         "## Many users at once",
         "",

@@ -74,7 +74,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def _umask() -> int:
-    """The process umask (reading it means setting it: set it straight back)."""
+    """The process umask. Linux states it in /proc (never touching it: the app writes from several threads,
+    and a set-and-restore would briefly give another thread's new files the wrong mode); elsewhere reading
+    it means setting it, then straight back."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -300,6 +300,10 @@ def cmd_openset(a) -> None:
     openset.check_scores(model, names)  # before any data is read
     known = openset.load_known(known_name, ckpt.config.image_size, a.data_dir, a.limit)
     images, labels = openset.load_unknown(a.unknown, ckpt.config.image_size, a.data_dir, a.limit)
+    if not len(labels):  # e.g. a copy holding only i and l, asked without them: say so, not "got 200 and 0"
+        dataset = openset.UNKNOWN_SETS[a.unknown][0]
+        raise CSAEError(f"--unknown {a.unknown}: {openset.unknown_title(a.unknown)} has no image in the {dataset} "
+                        f"files found. Fix: python -m csae_core data download {dataset}, or choose another --unknown.")
     res = openset.evaluate_openset(model, known, images, labels, names)
     record = {**res.metrics(names[0]), "checkpoint": str(ckpt.path) + ".json", "dataset": known_name,
               "unknown": a.unknown, "model": ckpt.config.kind, "beta": ckpt.config.beta,

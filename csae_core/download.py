@@ -24,6 +24,7 @@ import io
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import urllib.error
@@ -222,13 +223,13 @@ def _alive(pid: int) -> bool:
 def _acquire(path: Path, wait: float, folder: Path):
     """The open, flock-ed lock file, with our pid written in it. The kernel drops a flock when its holder
     dies; a lock still held although the pid written in it is dead was inherited by a stray child: the
-    lock file is then replaced (taken over), not waited on. Waiting longer than `wait` is a CSAEError
-    naming the holder."""
+    lock file is then replaced (taken over), not waited on. A wait for a live holder is said once on stderr
+    (naming it); waiting longer than `wait` is a CSAEError naming the holder."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no inter-process lock, unique temp names still keep files whole
         return open(os.devnull, "rb")
-    deadline, suspect = time.monotonic() + wait, None
+    deadline, suspect, told = time.monotonic() + wait, None, False
     while True:
         try:
             f = open(path, "a+b")
@@ -247,6 +248,12 @@ def _acquire(path: Path, wait: float, folder: Path):
                 suspect = holder
             else:
                 suspect = None
+            if not told and suspect is None:  # a wait of up to `wait` seconds must not look like a hang (issue 16)
+                told = True
+                from tqdm.auto import tqdm  # its write: on a line of its own, though a bar is drawn
+
+                tqdm.write(f"waiting for another download into {folder} (pid {holder or 'unknown'}) to finish, "
+                           f"for at most {wait:.0f} s", file=sys.stderr)
             if time.monotonic() > deadline:
                 raise CSAEError(f"another download into {folder} (pid {holder if holder else 'unknown'}) has held "
                                 f"{path} for over {wait:.0f} s. Fix: wait for it to finish, or stop it"

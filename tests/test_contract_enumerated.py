@@ -167,15 +167,27 @@ def _stub_train(cfg, mcfg, resume=False, progress=True, log=None):
     return Path(cfg.out) / "last"
 
 
+def _variants(sub: argparse.ArgumentParser, base: dict) -> list[dict]:
+    """`base` once per choice of each positional with choices (`data download` as well as `data check`)."""
+    out = [base]
+    for a in sub._actions:
+        if not a.option_strings and a.choices and a.dest in base:
+            out = [{**b, a.dest: [str(c)]} for b in out for c in a.choices]
+    return out
+
+
 def _cases(parser, bases, env):
+    """(command, valid base arguments, argument probed, odd value) for every subcommand, every choice of its
+    positionals, every argument that takes a value, and every odd value; the base alone first."""
     for command, sub in _subcommands(parser).items():
         # A subcommand added later is probed too: from an empty command line, or --root in a scratch folder.
         bases.setdefault(command, {"--root": [str(env["zoo_root"])]}
                          if any("--root" in a.option_strings for a in sub._actions) else {})
-        yield command, None, None
-        for action in _probed(sub):
-            for value in ODD:
-                yield command, _name(action), _odd(value, env)
+        for base in _variants(sub, bases[command]):
+            yield command, base, None, None
+            for action in _probed(sub):
+                for value in ODD:
+                    yield command, base, _name(action), _odd(value, env)
 
 
 def _cli_cases(env):
@@ -186,6 +198,7 @@ def _cli_cases(env):
 def _quiet(monkeypatch, env):
     monkeypatch.chdir(env["tmp"])  # a relative --out such as "0" lands here, not in the repository
     monkeypatch.setenv("CSAE_DATA_URL", "http://127.0.0.1:9/")  # any download attempt fails at once
+    monkeypatch.setattr("csae_core.download.RETRIES", 0)  # (a refused connection is otherwise retried for ~3 s)
     monkeypatch.delenv("CSAE_DATA_SHA256", raising=False)
     monkeypatch.delenv("CSAE_DEBUG", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -197,11 +210,11 @@ def _enumerate_cli(env, real_train: bool) -> int:
     n = 0
     patch = contextlib.nullcontext() if real_train else mock.patch("csae_core.train.train", _stub_train)
     with patch:
-        for command, flag, value in _cases(parser, bases, env):
+        for command, base, flag, value in _cases(parser, bases, env):
             if real_train and command != "train":
                 continue
             sub = _subcommands(parser)[command]
-            argv = _argv(command, bases[command], sub, (flag, value) if flag else None)
+            argv = _argv(command, base, sub, (flag, value) if flag else None)
             check(cli.main, argv, " ".join(repr(a) for a in argv))
             n += 1
     assert_still_a_device(env)
@@ -215,6 +228,7 @@ def test_every_cli_subcommand_and_argument_with_odd_values(env):
                    if a.dest.startswith("train.")}
     assert generated <= train_flags  # every TrainConfig field is a flag, and was probed above
     assert n > 400
+    assert [c[1]["action"][0] for c in _cli_cases(env) if c[0] == "data" and c[2] is None] == ["download", "check"]
 
 
 @pytest.mark.slow  # real (tiny) training runs for every train flag and odd value: a few minutes
@@ -269,8 +283,8 @@ def test_every_zoo_subcommand_and_argument_with_odd_values(env):
     bases = zoo_bases(env)
     parser = zoo_parser(zoo)
     n = 0
-    for command, flag, value in _cases(parser, bases, env):
-        argv = _argv(command, bases[command], _subcommands(parser)[command], (flag, value) if flag else None)
+    for command, base, flag, value in _cases(parser, bases, env):
+        argv = _argv(command, base, _subcommands(parser)[command], (flag, value) if flag else None)
         check(zoo.cli, argv, "zoo.py " + " ".join(repr(a) for a in argv))
         n += 1
     assert_still_a_device(env)

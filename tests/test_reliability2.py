@@ -209,7 +209,7 @@ print("ready", flush=True); time.sleep(60)
 
 
 @pytest.mark.parametrize("holder", ["alive", "dead"])
-def test_02_lock_wait_names_a_live_holder_and_takes_over_from_a_dead_one(holder, tmp_path, monkeypatch):
+def test_02_lock_wait_names_a_live_holder_and_takes_over_from_a_dead_one(holder, tmp_path, capfd):
     folder = tmp_path / "mnist"
     folder.mkdir()
     lock = tmp_path / ".mnist.lock"
@@ -223,12 +223,16 @@ def test_02_lock_wait_names_a_live_holder_and_takes_over_from_a_dead_one(holder,
                 with download._locked(folder, wait=1.0):
                     pass
             assert time.monotonic() - t0 < 10
+            # the wait itself was said at once (a second `data download` sat silent behind a stalled one)
+            said = capfd.readouterr().err
+            assert said.count("waiting for another download") == 1 and f"pid {pid}" in said
         else:
             p.wait(10)
             t0 = time.monotonic()
             with download._locked(folder, wait=30.0):
                 assert int(lock.read_text().split()[0]) == os.getpid()
             assert time.monotonic() - t0 < 10  # taken over, not waited on
+            assert "waiting" not in capfd.readouterr().err
     finally:
         p.kill()
         p.wait()
@@ -274,6 +278,19 @@ def test_15_atomic_write_keeps_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux states the umask in /proc")
+def test_15_atomic_write_reads_the_umask_without_changing_it(tmp_path, monkeypatch):
+    """Set-and-restore would, for a moment, give files another thread of the app creates the wrong mode."""
+    old = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda *a: pytest.fail("the process umask was changed"))
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
 
 
 def test_15_atomic_write_never_replaces_a_device_or_pipe(tmp_path):
@@ -463,20 +480,31 @@ def test_09_a_set_of_only_i_and_l_keeps_the_valid_result(app_fixture, tmp_path):
     assert code == 0, err
     rec = json.loads(out)
     assert rec["unknown_images"] == 16 and rec["subsets"] == {}
+    # the subset asked for by itself is empty: one line saying so (it read "got 40 and 0")
+    code, _, err = run_cli(["openset", ck, "--unknown", "emnist-letters-no-ilosz", "--data-dir", root,
+                            "--threads", "1"])
+    assert one_line_error(code, err) and "has no image" in err and "data download emnist-letters" in err, err
 
 
-def _inf_checkpoint(folder: Path) -> Path:
-    """Finite weights, infinite activations: the encoder's FC bias at 3e38 (float32's max is 3.4e38)."""
+def _inf_checkpoint(folder: Path, nan: bool = False) -> Path:
+    """Finite weights, infinite activations: the encoder's FC bias at 3e38 (float32's max is 3.4e38). With
+    `nan`, NaN activations instead: FC weights of +-3e38 in turn, so every latent is inf - inf."""
     model, _ = _tiny_model("csae", 0.02, 5)
     with torch.no_grad():
-        model.encoder.fc.bias.fill_(3e38)
+        if nan:
+            model.encoder.fc.weight[:, 0::2] = 3e38
+            model.encoder.fc.weight[:, 1::2] = -3e38
+        else:
+            model.encoder.fc.bias.fill_(3e38)
     meta = {"dataset": "mnist", "class_names": [str(i) for i in range(10)], "epoch": 12, "recipe": "test",
             "train": {"epochs": 12}, "metrics": {"accuracy": 0.1, "recon_mse": 0.2}, "latent_stats": None}
-    return save_checkpoint(folder / "mnist" / "csae-inf", model, meta).parent / "csae-inf.json"
+    name = "csae-nan" if nan else "csae-inf"
+    return save_checkpoint(folder / "mnist" / name, model, meta).parent / f"{name}.json"
 
 
-def test_10_infinite_outputs_give_standard_json_and_metrics(app_fixture, tmp_path):
-    ck = _inf_checkpoint(tmp_path)
+@pytest.mark.parametrize("nan", [False, True], ids=["inf", "nan"])
+def test_10_infinite_outputs_give_standard_json_and_metrics(nan, app_fixture, tmp_path):
+    ck = _inf_checkpoint(tmp_path, nan)
     code, out, err = run_cli(["evaluate", ck, "--data-dir", app_fixture["data"], "--json"])
     assert code == 0, err
     json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
