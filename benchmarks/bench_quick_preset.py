@@ -5,7 +5,8 @@
 Starts the job through app.training_jobs (the runner process, `python -m csae_core train`, the fp16 export and
 the full-test-set evaluation) in a temporary user folder, waits for it, and prints one JSON line. The load
 average before and after is printed too: a figure taken beside another job is a loaded-machine figure.
-`curve_gap_max_s`: the longest wait, polling every second, between two new points of the view's curves (a
+`start_s`: how long Start takes to return (the job is recorded and its process launched); `reattach_s`: a new
+session's run of the Train view while the job trains. `curve_gap_max_s`: the longest wait, polling every second, between two new points of the view's curves (a
 progress line or an epoch record) from the first point to the last epoch; the view shows them within its
 5 s refresh.
 """
@@ -14,6 +15,21 @@ import json
 import os
 import tempfile
 import time
+
+
+def reattach_seconds() -> float:
+    """A new session opening the Train view while the job runs (as a closed tab reopened): seconds for the
+    view's run, in a process that has drawn the view once (a server has its modules imported)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = str(Path(__file__).resolve().parents[1] / "pages" / "train.py")
+    AppTest.from_file(page, default_timeout=60).run()
+    t0 = time.perf_counter()
+    at = AppTest.from_file(page, default_timeout=60).run()
+    seconds = round(time.perf_counter() - t0, 3)
+    return seconds if not at.exception else None
 
 
 def main() -> None:
@@ -30,11 +46,15 @@ def main() -> None:
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     job = training_jobs.start(plan, training_plan.cuda_available())
+    start_s = time.perf_counter() - t0
+    reattach_s = None
     points, changes = (0, 0), []  # (progress lines, epoch records) the curves show; when they changed
     while (job := training_jobs.read(job["id"]))["state"] in (*training_jobs.ACTIVE, "queued"):
         time.sleep(1)
         training_jobs.all_jobs()  # marks a dead runner failed
         now = (len(training_jobs.steps(job["id"])), len(training_jobs.history(job["id"])))
+        if reattach_s is None and now[0] and job["state"] == "running":
+            reattach_s = reattach_seconds()
         if now != points:
             points, changes = now, changes + [time.perf_counter()]
     wall = time.perf_counter() - t0
@@ -49,6 +69,7 @@ def main() -> None:
         "images_per_s": round(sum(r["images"] for r in hist) / train_s, 1) if train_s else None,
         "curve_points": len(changes),
         "curve_gap_max_s": round(max(b - a for a, b in zip(changes, changes[1:])), 1) if len(changes) > 1 else None,
+        "start_s": round(start_s, 3), "reattach_s": reattach_s,
         "job_threads": training_plan.job_threads(), "cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load0],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
