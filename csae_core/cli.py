@@ -231,14 +231,15 @@ MAX_SAMPLES = 1000  # samples per class in one grid
 
 def cmd_sample(a) -> None:
     from .checkpoint import load_checkpoint
-    from .images import to_grid
-    from .sample import sample_images
 
     if not 1 <= a.n <= MAX_SAMPLES:
         raise CSAEError(f"--n must be in 1..{MAX_SAMPLES}, got {a.n}")
     if not 0 <= a.temperature <= 100:  # NaN and inf fail too
         raise CSAEError(f"--temperature must be a number in [0, 100], got {a.temperature}")
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt = load_checkpoint(a.checkpoint)  # a missing or oversized checkpoint is refused before torch is imported
+    from .images import to_grid
+    from .sample import sample_images
+
     classes = [a.cls] if a.cls is not None else list(range(ckpt.config.num_classes))
     images, _ = sample_images(ckpt.model, classes, a.n, ckpt.latent_stats(), a.temperature, a.seed)
     _save_png(to_grid(images, nrow=a.n), a.out)
@@ -246,13 +247,14 @@ def cmd_sample(a) -> None:
 
 
 def cmd_reconstruct(a) -> None:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(a.checkpoint)
     import torch
 
-    from .checkpoint import load_checkpoint
     from .images import decode_image, preprocess_letter, to_grid
     from .preprocess import to_model_input
 
-    ckpt = load_checkpoint(a.checkpoint)
     if ckpt.config.in_channels != 1:
         raise CSAEError("reconstruct takes handwriting-style images; this model expects colour input")
     pictures = [preprocess_letter(decode_image(p), str(p))[-1][1] for p in a.images]
@@ -278,18 +280,19 @@ def cmd_openset(a) -> None:
     if not 0 <= a.threads <= MAX_THREADS:
         raise CSAEError(f"--threads must be 0 (automatic) or 1..{MAX_THREADS}, got {a.threads}")
     _check_limit(a.limit)
-    import torch
-
-    from . import openset
     from .checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
+    ckpt = load_checkpoint(a.checkpoint)
+    import torch
+
+    from . import openset
+
     # On a machine already busy, OpenMP threads mostly wait for each other: one thread scored 3,000 images
     # in 14.5 s where two took 25 s (2 cores, load average 8). Auto: one thread when the load is >= the cores.
     threads = a.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
-    ckpt = load_checkpoint(a.checkpoint)
     model = ckpt.model.to(memory_format=torch.channels_last)  # oneDNN's faster conv layout
     known_name = ckpt.meta.get("dataset")
     if a.unknown not in openset.UNKNOWN_SETS:
