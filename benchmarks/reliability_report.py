@@ -95,7 +95,7 @@ def _trickle_probes(d: str, env: dict) -> list[dict]:
 
 def round2_probes() -> list[dict]:
     """Issue 16's measured targets: the trickling mirror (_trickle_probes), and the peak memory of refused
-    oversized configs: a checkpoint JSON asking for latent_dim 100000, and `train --image-size 512`."""
+    inputs: a checkpoint JSON asking for latent_dim 100000, `train --image-size 512`, a zoo.py unknown dataset."""
     import shutil
 
     with tempfile.TemporaryDirectory() as d:
@@ -115,7 +115,15 @@ def round2_probes() -> list[dict]:
         torch_mb = _peak([], env, "import torch\n")[1]
         rows.append({"probe": "`train --image-size 512` (refused from the flags)",
                      "result": f"exit {rc}, peak {peak} MB (target: <= 200 MB; importing torch alone: {torch_mb} MB, "
-                               f"and the train flags are generated from configs in torch-importing modules)",
+                               f"which a refused input never does)",
+                     "met": rc == 2 and peak <= 200, "message": _error_line(err)})
+        zoo = ("import importlib.util\nspec = importlib.util.spec_from_file_location('zoo', "
+               f"{str(ROOT / 'checkpoints' / 'zoo.py')!r})\nzoo = importlib.util.module_from_spec(spec)\n"
+               "spec.loader.exec_module(zoo)\ntry:\n    rc = zoo.cli(['train', '--recipe', 'tiny', '--datasets', 'nosuch'])\n"
+               "except SystemExit as e:  # argparse's refusal\n    rc = e.code\n")
+        rc, peak, err = _peak([], env, zoo)
+        rows.append({"probe": "`checkpoints/zoo.py train --datasets nosuch`",
+                     "result": f"exit {rc}, peak {peak} MB (target: <= 200 MB)",
                      "met": rc == 2 and peak <= 200, "message": _error_line(err)})
     return rows
 
@@ -205,8 +213,9 @@ def main(argv=None) -> int:
         f"holder's pid, and taken over from a dead holder; every generated file is written atomically with the umask's mode and never over "
         f"a device or pipe; checkpoints are read only inside their folder (weights named by a JSON, manifest rows, "
         f"the app's bounded search); a refused oversized checkpoint config peaks at "
-        f"{probes[2]['result'].split('peak ')[1]}, refused oversized train flags at "
-        f"{probes[3]['result'].split('peak ')[1].split(' (')[0]} (torch's own import).",
+        f"{probes[2]['result'].split('peak ')[1]}, refused train flags at "
+        f"{probes[3]['result'].split('peak ')[1].split(' (')[0]} and refused zoo.py arguments at "
+        f"{probes[4]['result'].split('peak ')[1].split(' (')[0]} (torch is imported only once the input is checked).",
         "",
         "## Many users at once",
         "",

@@ -4,7 +4,8 @@ Library errors (CSAEError) become one line on stderr and exit code 2, never a tr
 errors and any unexpected exception (CSAE_DEBUG=1 prints the latter's traceback, to keep bugs diagnosable).
 The train flags are generated from the fields of TrainConfig and ModelConfig (`add_config_flags`):
 every field is settable and its default lives only in the dataclass. Only the commands that need
-torch import it, so `pedcc` starts in numpy alone.
+torch import it, and only once their arguments are checked: `pedcc` starts in numpy alone, and a refused
+input costs no torch import (a few tens of MB, not ~230).
 """
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ def config_from(cls, args: argparse.Namespace, prefix: str, **extra):
 def train_configs(a: argparse.Namespace):
     """(TrainConfig, ModelConfig) from parsed train flags."""
     from .model import ModelConfig
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     tcfg = config_from(TrainConfig, a, "train")
     mcfg = config_from(ModelConfig, a, "model", **({"image_size": tcfg.image_size} if tcfg.image_size else {}))
@@ -163,9 +164,9 @@ def train_configs(a: argparse.Namespace):
 
 
 def cmd_train(a) -> None:
+    tcfg, mcfg = train_configs(a)  # a refused setting costs no torch import: train's is the next line
     from .train import train
 
-    tcfg, mcfg = train_configs(a)
     try:
         stem = train(tcfg, mcfg, resume=a.resume, progress=not a.no_progress)
     except KeyboardInterrupt:
@@ -230,14 +231,15 @@ MAX_SAMPLES = 1000  # samples per class in one grid
 
 def cmd_sample(a) -> None:
     from .checkpoint import load_checkpoint
-    from .images import to_grid
-    from .sample import sample_images
 
     if not 1 <= a.n <= MAX_SAMPLES:
         raise CSAEError(f"--n must be in 1..{MAX_SAMPLES}, got {a.n}")
     if not 0 <= a.temperature <= 100:  # NaN and inf fail too
         raise CSAEError(f"--temperature must be a number in [0, 100], got {a.temperature}")
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt = load_checkpoint(a.checkpoint)  # a missing or oversized checkpoint is refused before torch is imported
+    from .images import to_grid
+    from .sample import sample_images
+
     classes = [a.cls] if a.cls is not None else list(range(ckpt.config.num_classes))
     images, _ = sample_images(ckpt.model, classes, a.n, ckpt.latent_stats(), a.temperature, a.seed)
     _save_png(to_grid(images, nrow=a.n), a.out)
@@ -245,13 +247,14 @@ def cmd_sample(a) -> None:
 
 
 def cmd_reconstruct(a) -> None:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(a.checkpoint)
     import torch
 
-    from .checkpoint import load_checkpoint
     from .images import decode_image, preprocess_letter, to_grid
     from .preprocess import to_model_input
 
-    ckpt = load_checkpoint(a.checkpoint)
     if ckpt.config.in_channels != 1:
         raise CSAEError("reconstruct takes handwriting-style images; this model expects colour input")
     pictures = [preprocess_letter(decode_image(p), str(p))[-1][1] for p in a.images]
@@ -277,18 +280,19 @@ def cmd_openset(a) -> None:
     if not 0 <= a.threads <= MAX_THREADS:
         raise CSAEError(f"--threads must be 0 (automatic) or 1..{MAX_THREADS}, got {a.threads}")
     _check_limit(a.limit)
-    import torch
-
-    from . import openset
     from .checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
+    ckpt = load_checkpoint(a.checkpoint)
+    import torch
+
+    from . import openset
+
     # On a machine already busy, OpenMP threads mostly wait for each other: one thread scored 3,000 images
     # in 14.5 s where two took 25 s (2 cores, load average 8). Auto: one thread when the load is >= the cores.
     threads = a.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
-    ckpt = load_checkpoint(a.checkpoint)
     model = ckpt.model.to(memory_format=torch.channels_last)  # oneDNN's faster conv layout
     known_name = ckpt.meta.get("dataset")
     if a.unknown not in openset.UNKNOWN_SETS:
@@ -332,8 +336,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (usage: {self.prog} --help)\n")
 
 
-def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
-    """The CLI. train_flags=False leaves the train command's generated flags out (they import torch)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI. Building and parsing it import no torch (the train flags come from torch-free dataclasses)."""
     p = OneLineParser(prog="python -m csae_core", description="CSAE with PEDCC: the paper as a library.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -354,12 +358,11 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data)
 
     s = sub.add_parser("train", help="train a model with the paper's recipe")
-    if train_flags:
-        from .model import MODEL_KINDS, ModelConfig
-        from .train import TrainConfig
+    from .model import MODEL_KINDS, ModelConfig
+    from .train_config import TrainConfig
 
-        add_config_flags(s, TrainConfig, "train")
-        add_config_flags(s, ModelConfig, "model", skip=FROM_DATA, choices={"kind": MODEL_KINDS})
+    add_config_flags(s, TrainConfig, "train")
+    add_config_flags(s, ModelConfig, "model", skip=FROM_DATA, choices={"kind": MODEL_KINDS})
     s.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
@@ -437,9 +440,8 @@ def run_with_one_line_errors(fn) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
-    command = next((x for x in argv if not x.startswith("-")), None)
 
     def run():
-        args = build_parser(train_flags=command in (None, "train")).parse_args(argv)
+        args = build_parser().parse_args(argv)
         args.func(args)
     return run_with_one_line_errors(run)

@@ -16,14 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import CSAEError
-
-COMPILE_MODES = ("none", "compile", "cudagraph")
-
-
-def check_mode(mode: str) -> None:
-    if mode not in COMPILE_MODES:
-        raise CSAEError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+from .train_config import check_compile_mode as check_mode
 
 
 def compile_kwargs(mode: str, device_type: str) -> dict:
