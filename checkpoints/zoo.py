@@ -207,8 +207,18 @@ def evaluate_to(ck, out: Path, data_dir=None, limit: int = 0) -> dict:
     from csae_core.evaluate import evaluate_checkpoint
 
     m = evaluate_checkpoint(ck, limit=limit, split=_test_split(ck.meta["dataset"], data_dir, ck.config.image_size))
+    m["checkpoint"] = root_relative(m["checkpoint"])
     atomic_write_bytes(out, json.dumps(m).encode())
     return m
+
+
+def root_relative(path: str) -> str:
+    """`path` relative to the zoo's root when under it ('checkpoints/mnist/basenet.json', 'runs/...'): a record
+    names its checkpoint the same way wherever the zoo was trained (a clone, a lent GPU's bundle folder)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def cmd_train(a) -> None:

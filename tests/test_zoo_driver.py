@@ -53,7 +53,8 @@ def test_tiny_recipe_end_to_end_with_two_jobs(tmp_path):
     for name in ("csae-b0", "csae-b0-epoch001", "cvae"):
         meta = json.loads((ck / f"{name}.json").read_text())
         assert meta["recipe"] == "tiny" and meta["weights_dtype"] == "float16"
-        assert json.loads((tmp_path / "results" / "eval" / "mnist" / f"{name}.json").read_text())["test_images"] == 50
+        record = json.loads((tmp_path / "results" / "eval" / "mnist" / f"{name}.json").read_text())
+        assert record["test_images"] == 50 and record["checkpoint"] == f"checkpoints/mnist/{name}.json"
     assert json.loads((ck / "cvae.json").read_text())["train"]["optimizer"] == "adam"
     again = run("train", "--recipe", "tiny", "--datasets", "mnist", *only)
     assert again.returncode == 0 and "0 model(s)" in again.stdout  # recipe-aware skip on a rerun
