@@ -392,9 +392,13 @@ def main(argv=None) -> int:
     if a.store == "cold" and not a.url:
         import tempfile
         env["CSAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="csae-bench-store-")
-    with training_job_running() if a.beside_job else nullcontext():
-        rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images,
-                        warmup=not a.no_warmup, url=a.url)
+    try:
+        with training_job_running() if a.beside_job else nullcontext():
+            rows = run_load(a.sessions, a.moves, a.timeout, env, distinct_images=not a.same_images,
+                            warmup=not a.no_warmup, url=a.url)
+    except RuntimeError as e:  # the job or the server did not start: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(table(rows))
     for r in rows:
         for e in r["error_examples"]:
