@@ -4,14 +4,23 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-SPHERE_STEPS = 40  # mesh resolution of the translucent unit sphere
+SPHERE_CIRCLES = (5, 6)  # latitude circles, meridian great circles of the wireframe unit sphere
 
 
-def _sphere_surface() -> go.Surface:
-    theta, phi = np.meshgrid(np.linspace(0, np.pi, SPHERE_STEPS), np.linspace(0, 2 * np.pi, 2 * SPHERE_STEPS))
-    x, y, z = np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)
-    return go.Surface(x=x, y=y, z=z, opacity=0.18, showscale=False, hoverinfo="skip",
-                      colorscale=[[0, "#9ecae1"], [1, "#9ecae1"]], name="unit sphere")
+def _sphere_wireframe(points_per_circle: int = 73) -> go.Scatter3d:
+    """The unit sphere as one line trace of latitude and meridian circles. Not a go.Surface: a translucent
+    surface costs ~0.7 s more to draw on a browser without a GPU (headless Chromium's software GL), and
+    reads no better behind the points."""
+    lats, lons = SPHERE_CIRCLES
+    t = np.linspace(0, 2 * np.pi, points_per_circle)
+    circles = [np.stack([np.cos(a) * np.cos(t), np.cos(a) * np.sin(t), np.full_like(t, np.sin(a))], 1)
+               for a in np.linspace(-np.pi / 3, np.pi / 3, lats)]
+    circles += [np.stack([np.cos(t) * np.cos(b), np.cos(t) * np.sin(b), np.sin(t)], 1)
+                for b in np.linspace(0, np.pi, lons, endpoint=False)]
+    # NaN rows break the line between circles; float32 and rounding keep the JSON small.
+    xyz = np.concatenate([np.vstack([c, np.full((1, 3), np.nan)]) for c in circles]).round(4).astype(np.float32)
+    return go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="lines", hoverinfo="skip",
+                        line=dict(color="#9ecae1", width=2), name="unit sphere")
 
 
 def _points(u: np.ndarray) -> go.Scatter3d:
@@ -29,12 +38,12 @@ def sphere_figure(history: np.ndarray, frame_labels: list[str] | None = None, he
         history = history[None]
     frames_n = len(history)
     labels = frame_labels or [str(i) for i in range(frames_n)]
-    fig = go.Figure(data=[_sphere_surface(), _points(history[-1])])
+    fig = go.Figure(data=[_sphere_wireframe(), _points(history[-1])])
     axis = dict(range=[-1.15, 1.15], showbackground=False, title="", showticklabels=False)
     fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
                       scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube"))
     if frames_n > 1:
-        # Frames replace only trace 1 (the points): the sphere mesh is sent once.
+        # Frames replace only trace 1 (the points): the sphere is sent once.
         fig.frames = [go.Frame(data=[_points(u)], traces=[1], name=labels[i]) for i, u in enumerate(history)]
         anim = dict(frame=dict(duration=80, redraw=True), transition=dict(duration=0), mode="immediate")
         play = dict(label="▶ play", method="animate", args=[None, {**anim, "fromcurrent": False}])

@@ -136,6 +136,9 @@ def test_sphere_figure_frames_and_slider():
     assert len(fig.layout.sliders[0].steps) == 7 and fig.layout.sliders[0].active == 6
     assert np.allclose(fig.data[1].x, history[-1, :, 0])  # opens on the final frame
     assert not figures.sphere_figure(history[-1]).frames  # a single configuration: no animation
+    sphere = np.stack([fig.data[0].x, fig.data[0].y, fig.data[0].z], 1).astype(float)
+    sphere = sphere[~np.isnan(sphere).any(1)]
+    assert len(sphere) > 500 and np.allclose(np.linalg.norm(sphere, axis=1), 1, atol=1e-3)  # circles on the unit sphere
 
 
 def test_distance_heatmap_upper_triangle_and_names():
