@@ -4,8 +4,9 @@
 daemon thread at a lower CPU priority (nice +10), without delaying the page that triggered it: it imports
 torch and the model code, parses the default dataset's test images and renders the Reconstructions page's
 default grid (default dataset, its second β, 32 random test images, seed 0), then precomputes what the
-first visit to each view needs, per checkpoint, into the same st.cache_* entries the pages read (keyed by
-the checkpoint's sha256, app/loaders.py): the default grid for every other β, the Open set view's default
+first visit to each view needs: the modules they import (scikit-learn, pyarrow) and, per checkpoint, into
+the same st.cache_* entries the pages read (keyed by the checkpoint's sha256, app/loaders.py), the default
+grid for every other β, the Open set view's default
 scores (known threshold/test halves and unknown images), the Latent space view's default latent codes, the Letters
 view's thresholds and letter rows; last it loads every other decoder. Each piece is read from app/disk_store.py
 when an earlier process stored it. Streamlit caches compute each key once (a page asking for a key the thread is computing
@@ -111,6 +112,7 @@ def _warm(t0: float) -> None:
     for b in betas:
         snaps = registry.snapshots(entries, dataset, registry.DEFAULT_KIND, b)
         _step("grids", t0, loaders.comparison_png, snaps[max(snaps)].path, dataset, folder, key, 8)
+    _step("view_imports", t0, _view_imports)
     _step("open_set", t0, _open_set_defaults, entries)
     _step("latents", t0, _latent_defaults, entries)
     _step("letters", t0, _letters_defaults, entries)
@@ -127,6 +129,16 @@ def _step(name: str, t0: float, fn, *args) -> None:
     except Exception as e:  # noqa: BLE001 - the page shows the problem itself (e.g. a checkpoint that cannot load)
         report[f"{name}_error"] = f"{type(e).__name__}: {e}"
     report[name] = round(time.perf_counter() - t0, 3)
+
+
+def _view_imports() -> None:
+    """What the Open set, Latent space and Distance matrix views import on their first run and `python -m app`
+    does not preload (it would delay the first page): scikit-learn's metrics, PCA and t-SNE (with scipy) and
+    pyarrow (st.dataframe). About 1 s on 2 cores, once per process, that the first visit no longer pays."""
+    import pyarrow  # noqa: F401
+    import sklearn.decomposition  # noqa: F401
+    import sklearn.manifold  # noqa: F401
+    import sklearn.metrics  # noqa: F401
 
 
 def _open_set_defaults(entries) -> None:
