@@ -41,7 +41,7 @@ from csae_core.pedcc import PEDCCResult, generate_pedcc
 from csae_core.preprocess import pad, to_uint8
 from csae_core.sample import decode_latents, interpolate_latents, sample_images
 
-from . import analysis, disk_store, figures, grids, passes, registry
+from . import analysis, defaults, disk_store, figures, grids, passes, registry
 
 HISTORY_FRAMES = 60  # plotly animation frames of the PEDCC convergence
 LETTERS_PER_ROW = 13  # a-z in two rows: 13 x 32 px stays readable at 3x within st.image's width
@@ -359,7 +359,7 @@ def letters_nearest(path: str, images28: np.ndarray) -> tuple[np.ndarray, np.nda
 @st.cache_data(show_spinner=False, max_entries=128)
 def one_letter_per_class(name: str, folder: str) -> tuple[int, ...]:
     """The Letters view's default selection: one image of each letter of the one-per-class split, a to z."""
-    idx, _, labels = test_selection(name, folder, None, 26, 0, split="one-per-class")
+    idx, _, labels = test_selection(name, folder, None, 26, 0, split=defaults.LETTERS_SPLIT)
     return tuple(int(i) for i in idx[np.argsort(labels)])
 
 

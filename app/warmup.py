@@ -82,13 +82,14 @@ def warm() -> dict:
 
 
 def _warm(t0: float) -> None:
-    from app import loaders, registry  # torch, csae_core and the app's compute modules
+    from app import defaults, loaders, registry  # torch, csae_core and the app's compute modules
 
     loaders.configure_torch()
     report["imports"] = round(time.perf_counter() - t0, 3)
-    # The PEDCC sphere view's default run and animated figure (its sliders' defaults: 10 points, seed 0,
-    # until converged), called as the page calls it: a cache key is the call's arguments.
-    _step("pedcc", t0, lambda: loaders.sphere_figure(10, 0, None, True, animated=True))
+    # The PEDCC sphere view's default run and animated figure, called as the page calls it (a cache key is
+    # the call's arguments).
+    _step("pedcc", t0, lambda: loaders.sphere_figure(defaults.PEDCC_POINTS, defaults.SEED, None,
+                                                     defaults.PEDCC_CONVERGE, animated=True))
     entries = loaders.model_entries()
     decoders = registry.finals(entries, decoder_only=True)
     csae = [e for e in decoders if e.kind == registry.DEFAULT_KIND]  # the β the page sweeps
@@ -98,20 +99,20 @@ def _warm(t0: float) -> None:
         return
     dataset = datasets[0]  # the page's default: the paper's first dataset that has models and test images
     betas = sorted({e.beta for e in csae if e.dataset == dataset})
-    beta = betas[min(1, len(betas) - 1)]  # the page's default β
+    beta = defaults.beta(betas)
     epochs = registry.snapshots(entries, dataset, registry.DEFAULT_KIND, beta)
     entry = epochs[max(epochs)]
     loaders.load_model(entry.path)  # the default model first, then its test images and grid
     folder = loaders.data_folder(dataset)
-    indices, _, _ = loaders.test_selection(dataset, folder, None, 32, 0)
+    indices, _, _ = loaders.test_selection(dataset, folder, None, defaults.RECON_IMAGES, defaults.SEED)
     key = tuple(int(i) for i in indices)
-    loaders.comparison_png(entry.path, dataset, folder, key, 8)
+    loaders.comparison_png(entry.path, dataset, folder, key, defaults.RECON_ROW)
     loaders.reconstruction(entry.path, dataset, folder, key)
     report.update(dataset=dataset, model=entry.path, grid=round(time.perf_counter() - t0, 3))
     # The grids of the other β values (the page prefetches them after its first draw), then the other views.
     for b in betas:
         snaps = registry.snapshots(entries, dataset, registry.DEFAULT_KIND, b)
-        _step("grids", t0, loaders.comparison_png, snaps[max(snaps)].path, dataset, folder, key, 8)
+        _step("grids", t0, loaders.comparison_png, snaps[max(snaps)].path, dataset, folder, key, defaults.RECON_ROW)
     _step("view_imports", t0, _view_imports)
     _step("open_set", t0, _open_set_defaults, entries)
     _step("latents", t0, _latent_defaults, entries)
@@ -166,7 +167,7 @@ def _open_set_defaults(entries) -> None:
 def _letters_defaults(entries) -> None:
     """The Letters view's first draw: the default judge's verdict threshold (the threshold half of the test
     set scored once) and, for each decoder of the default dataset, its row of one EMNIST letter per class."""
-    from app import loaders, registry
+    from app import defaults, loaders, registry
     from app import openset as app_openset
 
     decoders = [e for e in registry.finals(entries, decoder_only=True) if e.dataset in registry.DATASETS]
@@ -176,7 +177,7 @@ def _letters_defaults(entries) -> None:
         return
     dataset = datasets[0]
     folder = loaders.data_folder(dataset)
-    split = "one-per-class"
+    split = defaults.LETTERS_SPLIT
     key = loaders.one_letter_per_class("emnist-letters", em_folder) if em_folder else None
     models = [e for e in decoders if e.dataset == dataset]
     judge = app_openset.default_judge(models)
@@ -191,10 +192,10 @@ def _letters_defaults(entries) -> None:
 
 def _latent_defaults(entries) -> None:
     """The Latent space view's first draw: the default model's codes of its first 1,000 test images."""
-    from app import loaders, registry
+    from app import defaults, loaders, registry
 
     finals = registry.finals(entries)
     entry = registry.default_entry(finals) or (finals[0] if finals else None)
     folder = entry and loaders.data_folder(entry.dataset)
     if folder:
-        loaders.test_latents(entry.path, entry.dataset, folder, 1000)
+        loaders.test_latents(entry.path, entry.dataset, folder, defaults.LATENT_IMAGES)

@@ -15,7 +15,7 @@ from csae_core import data
 from csae_core.checkpoint import Checkpoint
 from csae_core.errors import CSAEError
 
-from . import loaders, registry
+from . import defaults, loaders, registry
 
 
 def choose(label: str, options: Sequence, *, remember: str, key: str, format_func: Callable = str,
@@ -56,7 +56,7 @@ def choose_class(names: Sequence[str], key: str, where=None, classes: Sequence[i
 
 def seed_input(key: str, where=None) -> int:
     """The views' random-draw seed (the same seed shows the same images or samples again)."""
-    return int((where or st).number_input("Seed", 0, 1_000_000, 0, step=1, key=key))
+    return int((where or st).number_input("Seed", 0, 1_000_000, defaults.SEED, step=1, key=key))
 
 
 def final_models_or_stop(what: str, decoder_only: bool = False) -> list[registry.ModelEntry]:

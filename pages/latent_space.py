@@ -2,7 +2,7 @@
 centroids; and how the codes classify (nearest centroid) as a confusion matrix."""
 import streamlit as st
 
-from app import analysis, figures, loaders, widgets
+from app import analysis, defaults, figures, loaders, widgets
 
 PROJECTIONS = {"PCA 2-D": 2, "PCA 3-D": 3, "t-SNE 2-D": "tsne"}
 TSNE_MAX = 2000  # t-SNE takes a few seconds per thousand codes on a busy core; PCA takes any number
@@ -20,7 +20,7 @@ def view():
     entry, c = widgets.model_controls("the latent space view", key="latent_model", widths=[3, 1, 1])
     how = c[0].radio("Projection", list(PROJECTIONS), horizontal=True, key="latent_projection")
     sizes = [500, 1000, 2000] if PROJECTIONS[how] == "tsne" else [500, 1000, 2000, 5000, 10_000]
-    n = c[1].select_slider("Test images", sizes, value=1000, key=f"latent_n_{how}")
+    n = c[1].select_slider("Test images", sizes, value=defaults.LATENT_IMAGES, key=f"latent_n_{how}")
 
     folder = loaders.data_folder(entry.dataset)
     if folder is None:

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from app import grids, letters, loaders, registry, widgets
+from app import defaults, grids, letters, loaders, registry, widgets
 from app import openset as app_openset
 from app.letter_views import LetterModels, show_letter_rows, show_results, uploaded_letters
 
@@ -38,7 +38,7 @@ else:
     c = st.columns(3)
     source = c[0].radio("Letters", ["one of every letter (a–z)", "several of one letter"], key="em_source")
     if source.startswith("one"):
-        split = "one-per-class"
+        split = defaults.LETTERS_SPLIT
         idx = loaders.one_letter_per_class("emnist-letters", em_folder)
     else:
         split = "test"

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from app import analysis, figures, loaders, registry, widgets
+from app import analysis, defaults, figures, loaders, registry, widgets
 from app.analysis import pedcc_metrics
 
 st.title("PEDCC on the sphere")
@@ -11,9 +11,10 @@ st.caption("Algorithm 1: n unit charges repel each other (force ∝ 1/distance²
 
 left, right = st.columns([1, 3])
 with left:
-    n = st.slider("Points n", 2, 60, 10, key="pedcc_n")
-    seed = st.number_input("Seed", 0, 10_000, 0, step=1, key="pedcc_seed")
+    n = st.slider("Points n", 2, 60, defaults.PEDCC_POINTS, key="pedcc_n")
+    seed = st.number_input("Seed", 0, 10_000, defaults.SEED, step=1, key="pedcc_seed")
     mode = st.radio("Run", ["until converged", "fixed iterations (the paper)"], key="pedcc_mode",
+                    index=0 if defaults.PEDCC_CONVERGE else 1,
                     help="The paper runs a fixed number of iterations; 'until converged' adds a damped descent "
                          "that stops when the energy no longer improves.")
     converge = mode == "until converged"

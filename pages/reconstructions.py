@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import loaders, registry, widgets
+from app import defaults, loaders, registry, widgets
 
 st.title("Reconstructions")
 st.caption("Each pair of rows: test images, then their reconstructions. More noise β in training blurs the "
@@ -35,7 +35,7 @@ def choose_model():
         st.stop()
     betas = sorted({e.beta for e in decoders if e.dataset == dataset and e.kind == SWEPT})
     beta = top[1].select_slider("β (noise added to the latent code in training)", options=betas,
-                                value=betas[min(1, len(betas) - 1)], format_func=lambda b: f"{b:g}",
+                                value=defaults.beta(betas), format_func=lambda b: f"{b:g}",
                                 key=f"recon_beta_{dataset}")  # per dataset: their β lists may differ
     epochs = registry.snapshots(entries, dataset, SWEPT, beta)
     if len(epochs) > 1:
@@ -68,10 +68,10 @@ def view():
         present = sorted(set(loaders.split_labels(dataset, folder).tolist()))
         class_index = widgets.choose_class(names, "recon_class", where=pick[1], classes=present)
     seed = widgets.seed_input("recon_seed", where=pick[2])
-    count = pick[3].select_slider("How many", [8, 16, 24, 32], value=32, key="recon_count")
+    count = pick[3].select_slider("How many", [8, 16, 24, 32], value=defaults.RECON_IMAGES, key="recon_count")
     indices, _, labels = loaders.test_selection(dataset, folder, class_index, count, seed)
     key = tuple(int(i) for i in indices)
-    nrow = 8
+    nrow = defaults.RECON_ROW
 
     widgets.image_row(loaders.comparison_png(entry.path, dataset, folder, key, nrow),
                       f"{entry.long_label}: test images (odd rows) and reconstructions (even rows)")

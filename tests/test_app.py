@@ -319,7 +319,7 @@ def test_warmup_renders_the_default_reconstruction_grid_into_the_page_caches(mon
 
 
 @pytest.mark.usefixtures("app_env")
-def test_warmup_precomputes_the_open_set_latent_space_and_letters_first_draws(monkeypatch):
+def test_warmup_precomputes_the_pedcc_open_set_latent_space_and_letters_first_draws(monkeypatch):
     import streamlit as st
 
     from app import loaders, warmup
@@ -329,15 +329,18 @@ def test_warmup_precomputes_the_open_set_latent_space_and_letters_first_draws(mo
     st.cache_resource.clear()
     report = warmup.warm()
     assert not [k for k in report if k.endswith("error")], report
-    # Their first visits after the warm-up find the scores, latent codes, thresholds and letter rows cached:
-    # no model pass.
+    # Their first visits after the warm-up find the sphere figure, scores, latent codes, thresholds and letter
+    # rows cached (app/defaults.py: the pages' widgets start where the warm-up computed): no model pass.
     passes = []
     monkeypatch.setattr(app_openset.openset, "evaluate_openset", lambda *a, **k: passes.append("scores"))
     monkeypatch.setattr(app_openset.openset, "score_images", lambda *a, **k: passes.append("threshold"))
     monkeypatch.setattr(loaders.analysis, "latents", lambda *a, **k: passes.append("latents"))
     monkeypatch.setattr(loaders.analysis, "reconstruct_letters", lambda *a, **k: passes.append("letters"))
     monkeypatch.setattr(loaders.analysis, "nearest_classes", lambda *a, **k: passes.append("nearest"))
-    for page in ("open_set", "latent_space", "letters"):
+    sphere = loaders.figures.sphere_figure  # Home (every open_page's first run) draws its own, still sphere
+    monkeypatch.setattr(loaders.figures, "sphere_figure", lambda h, labels=None, **k:
+                        (passes.append("sphere") if labels else None) or sphere(h, labels, **k))
+    for page in ("pedcc_sphere", "open_set", "latent_space", "letters"):
         at = open_page(page)
         assert not at.exception and not at.error
     assert passes == []
