@@ -24,7 +24,11 @@ def _requirement_name(line: str) -> str:
 
 def third_party(folders) -> dict[str, str]:
     """{module: a file importing it} for the top-level modules imported under `folders`, local ones left out."""
-    local = LOCAL | {p.stem for p in ROOT.rglob("*.py")}  # scripts that import each other by file name
+    # Scripts that import each other by file name; the repo's own files only (a .venv inside the checkout
+    # holds a pyarrow.py, which would pass `import pyarrow` off as local).
+    own = (p for p in ROOT.rglob("*.py") if not any(part.startswith(".") or part in ("runs", "data")
+                                                     for part in p.relative_to(ROOT).parts[:-1]))
+    local = LOCAL | {p.stem for p in own}
     found = {}
     for folder in folders:
         for f in sorted((ROOT / folder).rglob("*.py")):
