@@ -45,7 +45,7 @@ def settings_form() -> training_plan.Plan | None:
     """The user's choices as a Plan (None while an upload is missing or refused)."""
     c = st.columns(3)
     source = c[0].radio("Dataset", list(DATASETS), format_func=DATASETS.get, key="train_dataset")
-    kind = c[1].selectbox("Model", training_plan.KINDS, format_func=training_plan.kind_title,
+    kind = c[1].selectbox("Model", tuple(training_plan.KINDS), format_func=training_plan.kind_title,
                           key="train_kind")
     beta = c[2].number_input("β (latent noise in training)", 0.0, training_plan.MAX_BETA, 0.02, step=0.01,
                              format="%.3f", key="train_beta", disabled=not training_plan.uses_beta(kind),

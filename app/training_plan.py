@@ -17,10 +17,9 @@ from pathlib import Path
 from csae_core import recipes
 from csae_core.datasets import DATASETS, TRAINABLE
 from csae_core.errors import CSAEError
-from csae_core.model import DEFAULT_KIND, KINDS as MODEL_KINDS
+from csae_core.model import DEFAULT_KIND, KINDS  # the model-kind registry: a new kind appears here by itself
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = tuple(MODEL_KINDS)  # the library's model-kind registry: a new kind appears here by itself
 MAX_BETA = 0.5
 LATENT_RANGE = (2, 256)  # the paper: 40 on the digits, 256 on faces
 MAX_IMAGE_STEPS_ENV = "CSAE_MAX_IMAGE_STEPS"
@@ -77,12 +76,12 @@ def recipes(cuda: bool) -> list[str]:
 
 
 def kind_title(kind: str) -> str:
-    return MODEL_KINDS[kind].title if kind in MODEL_KINDS else str(kind)
+    return KINDS[kind].title if kind in KINDS else str(kind)
 
 
 def uses_beta(kind: str) -> bool:
     """Whether β (the decoder-input noise) changes this kind's training: the view offers the β input only then."""
-    return kind in MODEL_KINDS and MODEL_KINDS[kind].cls.uses_beta
+    return kind in KINDS and KINDS[kind].cls.uses_beta
 
 
 def max_image_steps() -> int:
@@ -96,7 +95,7 @@ def settings(plan: Plan) -> dict:
     """The TrainConfig settings of `plan`'s recipe for its kind, with the validation split fitted to the data."""
     r = RECIPES[plan.recipe]
     # A kind with its own optimizer settings (the CVAE: Adam 1e-3 at batch 512, ModelKind.train) keeps them.
-    s = dict(r["train"], **(MODEL_KINDS[plan.kind].train if plan.kind in MODEL_KINDS else {}))
+    s = dict(r["train"], **(KINDS[plan.kind].train if plan.kind in KINDS else {}))
     if s.get("val_images"):
         # A folder is split 9:1 into train/test first; keep at least 2 training images per validation image.
         train = plan.train_images if plan.dataset in TRAINABLE else plan.train_images * 9 // 10
