@@ -164,7 +164,11 @@ def train_configs(a: argparse.Namespace):
 
 
 def cmd_train(a) -> None:
-    tcfg, mcfg = train_configs(a)  # a refused setting costs no torch import: train's is the next line
+    tcfg, mcfg = train_configs(a)  # a refused setting costs no torch import: train's is below
+    from .datasets import DATASETS, split_paths
+
+    if tcfg.dataset in DATASETS:  # nor does a dataset that is not there (torch-free check, the same message)
+        split_paths(tcfg.dataset, "train", tcfg.data_dir)
     from .train import train
 
     try:

@@ -77,6 +77,15 @@ def test_pedcc_command_imports_no_torch():
     assert res.stdout.splitlines()[-1] == "0 []", res.stderr
 
 
+def test_train_on_a_missing_dataset_is_refused_before_torch_is_imported(tmp_path):
+    code = ("import sys; from csae_core.cli import main; "
+            f"rc = main(['train', '--dataset', 'mnist', '--data-dir', {str(tmp_path)!r}, '--epochs', '1']); "
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch'}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert res.stdout.splitlines()[-1] == "2 []", (res.stdout, res.stderr)
+    assert "MNIST not found" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_train_has_a_flag_for_every_config_field():
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # argparse keeps subparsers there
     dests = {a.dest for a in train._actions}
