@@ -8,9 +8,9 @@ SPHERE_CIRCLES = (5, 6)  # latitude circles, meridian great circles of the wiref
 
 
 def _sphere_wireframe(points_per_circle: int = 73) -> go.Scatter3d:
-    """The unit sphere as one line trace of latitude and meridian circles. Not a go.Surface: a translucent
-    surface costs ~0.7 s more to draw on a browser without a GPU (headless Chromium's software GL), and
-    reads no better behind the points."""
+    """The unit sphere as one line trace of latitude and meridian circles. Not a translucent go.Surface: a
+    browser without a GPU (software GL) draws that slowly; with the wireframe the PEDCC view's first visit
+    went from 2.3 to 1.4 s (`benchmarks/bench_first_visit.py`, README)."""
     lats, lons = SPHERE_CIRCLES
     t = np.linspace(0, 2 * np.pi, points_per_circle)
     circles = [np.stack([np.cos(a) * np.cos(t), np.cos(a) * np.sin(t), np.full_like(t, np.sin(a))], 1)
