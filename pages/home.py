@@ -1,7 +1,7 @@
 """Home: what CSAE and PEDCC are, which models and datasets were found, and how to get the missing ones."""
 import streamlit as st
 
-from app import loaders, registry, widgets
+from app import defaults, loaders, registry, widgets
 from app.widgets import shown_path, shown_text
 
 st.title("CSAE Explorer")
@@ -69,5 +69,8 @@ with picture:
     # Drawn last, though shown at the top: a browser first loads plotly's script (a few MB) to draw it, and
     # elements sent after a plotly chart waited for that; now the text and tables appear first.
     # The picture: 10 PEDCC centres on the 3-D sphere (the same algorithm, with d = 3 so it can be seen).
-    st.plotly_chart(loaders.sphere_figure(10, 0, None, True, 320), key="home_sphere")
-    st.caption("PEDCC with 10 classes on the 3-D sphere (the models use 10 centres in 40 dimensions).")
+    # The PEDCC view's default run (app/defaults.py), so the warm-up's pedcc_run serves both.
+    st.plotly_chart(loaders.sphere_figure(defaults.PEDCC_POINTS, defaults.SEED, None, defaults.PEDCC_CONVERGE, 320),
+                    key="home_sphere")
+    st.caption(f"PEDCC with {defaults.PEDCC_POINTS} classes on the 3-D sphere (the models use 10 centres in 40 "
+               "dimensions).")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from app import analysis, defaults, figures, loaders, registry, widgets
 from app.analysis import pedcc_metrics
+from csae_core.model import ModelConfig
 
 st.title("PEDCC on the sphere")
 st.caption("Algorithm 1: n unit charges repel each other (force ∝ 1/distance²) along the sphere until they "
@@ -54,10 +55,11 @@ if with_centroids:
     if ckpt.meta.get("weights_dtype") == "float16":
         source += " (its weights are stored in fp16; the centroids are kept in fp32, as trained)"
 else:
-    st.info("No CSAE checkpoint was found, so these are freshly generated (10 classes, d = 40, seed 0), "
-            "like the ones the models are trained with.")
-    centroids = loaders.pedcc_run(10, 40, 0, None, True).centroids.numpy()
-    source = "generate_pedcc(10, 40, converge=True)"
+    k, d = ModelConfig.num_classes, ModelConfig.latent_dim  # what the models are trained with
+    st.info(f"No CSAE checkpoint was found, so these are freshly generated ({k} classes, d = {d}, seed "
+            f"{defaults.SEED}), like the ones the models are trained with.")
+    centroids = loaders.pedcc_run(k, d, defaults.SEED, None, True).centroids.numpy()
+    source = f"generate_pedcc({k}, {d}, converge=True)"
 m40 = pedcc_metrics(np.asarray(centroids))
 c1, c2, c3 = st.columns(3)
 c1.metric("Largest cosine", f"{m40['max_cosine']:.6f}")

@@ -265,6 +265,10 @@ def test_views_without_checkpoints(page, app_env, monkeypatch):
     notes = " ".join(i.value for i in at.info)
     if page == "pedcc_sphere":
         assert at.get("plotly_chart"), "the PEDCC views work without models"
+        # the d = 40 section falls back to centroids made as the models' are: the simplex, cosine -1/9
+        assert "freshly generated (10 classes, d = 40, seed 0)" in notes, notes
+        largest = next(m.value for m in at.metric if m.label == "Largest cosine")
+        assert abs(float(largest) + 1 / 9) < 1e-4, largest
     elif page == "train":  # training needs no shipped model: Start is offered
         assert any(b.label == "Start training" for b in at.button), [b.label for b in at.button]
     else:
