@@ -86,3 +86,39 @@ def test_the_app_offers_the_zoo_recipes_themselves():
         app = {k: v for k, v in training_plan.settings(training_plan.Plan(dataset="mnist", recipe=name)).items()
                if k != "test_images"}
         assert app == ours, name
+
+
+def test_seed_statistics_never_mix_recipes():
+    """MNIST β=0.02's seed 0 came from a GPU loan (paper recipe); CPU seeds of cpu-720k must not enter its mean ±
+    std, but are still shown, one line per seed."""
+    zoo = load_zoo()
+    row = lambda seed, recipe, acc: {"dataset": "mnist", "model": "csae", "beta": 0.02, "seed": seed, "epoch": 12,
+                                     "epochs": 12, "test_accuracy": acc, "recon_mse": 0.003, "psnr": 25.0,
+                                     "image_steps": 720_000, "recipe": recipe}
+    rows = zoo.table_rows([row(0, "paper", 0.9953), row(1, "cpu-720k", 0.9940), row(2, "cpu-720k", 0.9930)])
+    r = rows[(rows.dataset == "mnist") & (rows.model == "csae") & (rows.beta == 0.02)].iloc[0]
+    assert (r.seeds, r.accuracy, r.recipe, r.other_recipe_seeds) == (1, 99.53, "paper", 2)
+    same = zoo.table_rows([row(0, "cpu-720k", 0.99), row(1, "cpu-720k", 0.98), row(2, "cpu-720k", 0.97)])
+    r = same[(same.dataset == "mnist") & (same.model == "csae") & (same.beta == 0.02)].iloc[0]
+    assert r.seeds == 3 and abs(r.accuracy - 98.0) < 1e-9 and abs(r["std"] - 1.0) < 1e-9 and r.other_recipe_seeds == 0
+    lines = zoo._seeds_section([row(0, "paper", 0.9953), row(1, "cpu-720k", 0.9940)])
+    assert any("| 1 | cpu-720k | 99.40 |" in line for line in lines) and any("| 0 | paper | 99.53 |" in line
+                                                                             for line in lines)
+    assert zoo._seeds_section([row(0, "paper", 0.9953)]) == []  # one seed: no section
+
+
+def test_table_command_writes_mean_and_std_of_seeds(tmp_path, capsys):
+    zoo = load_zoo()
+    zoo.set_root(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "results").mkdir()
+    rows = [{"dataset": "fashion-mnist", "model": "csae", "beta": 0.02, "seed": s, "epoch": 12, "epochs": 12,
+             "test_accuracy": acc, "recon_mse": 0.0065, "psnr": 23.2, "image_steps": 720_000, "recipe": "cpu-720k",
+             "path": f"checkpoints/fashion-mnist/csae-b0.02{'-s%d' % s if s else ''}.json", "bytes": 2**20,
+             "train_seconds": 3600, "images_per_s": 200, "hardware": {"device": "cpu", "threads": 2}}
+            for s, acc in ((0, 0.9313), (1, 0.9301), (2, 0.9325))]
+    (tmp_path / "checkpoints" / "manifest.json").write_text(json.dumps(rows))
+    zoo.cmd_table(None)
+    md = (tmp_path / "results" / "table3.md").read_text()
+    assert "| CSAE β=0.02 | — | 99.52 | — | 93.13 ± 0.12 (n=3) | 92.36 | +0.77 |" in md, md.splitlines()[8:12]
+    assert "## Seeds" in md and "| fashion-mnist | CSAE β=0.02 | 2 | cpu-720k | 93.25 | 0.0065 |" in md
