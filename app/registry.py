@@ -43,6 +43,7 @@ class ModelEntry:
     recon_mse: float | None = None
     epochs: int | None = None  # the length of the run this checkpoint comes from
     user: bool = False  # trained from the Train view (user_models/), not shipped
+    seed: int = 0  # the training seed: the zoo's extra seeds of a model are for Table 3's mean ± std
 
     # What the model can do, read from its kind's class (csae_core.model.KINDS[kind].cls); an unknown kind can
     # do nothing.
@@ -178,7 +179,7 @@ def _from_manifest(folder: Path) -> list[ModelEntry]:
                     row.get("recipe"), {"epochs": row.get("epochs")}) else None,
                 path=str(path), recipe=recipe_label(row.get("recipe"), {"epochs": row.get("epochs")}),
                 test_accuracy=row.get("test_accuracy"),
-                recon_mse=row.get("recon_mse"), epochs=row.get("epochs")))
+                recon_mse=row.get("recon_mse"), epochs=row.get("epochs"), seed=int(row.get("seed") or 0)))
         except (KeyError, TypeError, ValueError):
             continue  # a malformed row hides one model, not the whole zoo
     return entries
@@ -198,7 +199,7 @@ def _from_json(path: Path) -> ModelEntry | None:
             epoch=epoch, paper_epoch=_paper_epoch(epoch, meta.get("train"), meta.get("recipe")),
             path=str(path.resolve()), recipe=recipe_label(meta.get("recipe"), meta.get("train")),
             test_accuracy=metrics.get("accuracy"), recon_mse=metrics.get("recon_mse"),
-            epochs=(meta.get("train") or {}).get("epochs"))
+            epochs=(meta.get("train") or {}).get("epochs"), seed=int((meta.get("train") or {}).get("seed") or 0))
     except (CSAEError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # not a checkpoint (or being written): skip it
 
@@ -223,14 +224,21 @@ def dataset_rank(name: str) -> tuple:
     return (DATASET_ORDER.index(name) if name in DATASET_ORDER else len(DATASET_ORDER), name)
 
 
+def _rank(e: ModelEntry) -> tuple:
+    """Which checkpoint of one (dataset, kind, beta) a view shows: the lowest seed (the zoo's seed 0; seeds 1
+    and 2 are there for Table 3's spread), then its last epoch."""
+    return (e.seed, -e.epoch)
+
+
 def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
     """The fully trained DEFAULT_MODEL if listed, else None (a picker then starts at its first option)."""
     matches = [e for e in entries if (e.dataset, e.kind, e.beta) == DEFAULT_MODEL and not e.user]
-    return max(matches, key=lambda e: e.epoch) if matches else None
+    return min(matches, key=_rank) if matches else None
 
 
 def finals(entries: list[ModelEntry], dataset: str | None = None, decoder_only: bool = False) -> list[ModelEntry]:
-    """The last epoch of each (dataset, kind, beta): the fully trained models, snapshots left out."""
+    """The last epoch of each (dataset, kind, beta): the fully trained models, snapshots and extra seeds left
+    out."""
     best: dict[tuple, ModelEntry] = {}
     for e in entries:
         if dataset is not None and e.dataset != dataset:
@@ -238,7 +246,7 @@ def finals(entries: list[ModelEntry], dataset: str | None = None, decoder_only: 
         if decoder_only and not e.has_decoder:
             continue
         key = (e.dataset, e.kind, e.beta, e.user and e.path)  # each user model is a final of its own
-        if key not in best or e.epoch > best[key].epoch:
+        if key not in best or _rank(e) < _rank(best[key]):
             best[key] = e
     return [e for e in entries if best.get((e.dataset, e.kind, e.beta, e.user and e.path)) is e]
 
@@ -248,6 +256,7 @@ def snapshots(entries: list[ModelEntry], dataset: str, kind: str, beta: float) -
     out = {}
     same = [e for e in entries if (e.dataset, e.kind, e.beta) == (dataset, kind, beta)]
     shipped = [e for e in same if not e.user]  # a user model of a shipped β is not one of its epochs
+    shipped = [e for e in shipped if e.seed == min(x.seed for x in shipped)]  # one run's epochs, not seeds'
     for e in shipped or same[-1:]:  # a user model: one "snapshot", its last epoch
         out[e.paper_epoch if e.paper_epoch is not None else e.epoch] = e
     return dict(sorted(out.items()))

@@ -28,7 +28,7 @@ folder = registry.checkpoints_dir()
 if entries:
     st.dataframe(
         [{"dataset": e.dataset, "model": e.label, "epoch (paper scale)": e.paper_epoch, "epoch": e.epoch,
-          "recipe": e.recipe, "test accuracy": e.test_accuracy, "recon MSE": e.recon_mse,
+          "recipe": e.recipe, "seed": e.seed, "test accuracy": e.test_accuracy, "recon MSE": e.recon_mse,
           "checkpoint": shown_path(e.path, folder)} for e in entries],
         hide_index=True)
     st.caption(f"Read from `{shown_path(folder)}` (manifest.json, plus any "

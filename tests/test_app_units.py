@@ -15,6 +15,16 @@ from app import analysis, figures, grids, letters, registry
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _load(path: Path):
+    """A script of the repo (not a package module) imported by its path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"units_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # ---------------------------------------------------------------- registry
 
 def test_scan_reads_the_manifest(app_fixture):
@@ -67,6 +77,34 @@ def test_mnist_and_the_default_beta_come_first(tmp_path):
     assert sorted(["fashion-mnist", "faces", "mnist"], key=registry.dataset_rank) == ["mnist", "fashion-mnist", "faces"]
     assert registry.default_entry(entries) == entries[3]
     assert registry.default_entry(entries[:2]) is None
+
+
+def test_views_show_seed_0_not_the_extra_seeds_of_table3(app_fixture, tmp_path):
+    """The zoo ships CSAE β=0.02 with seeds 1 and 2 (csae-b0.02-s1/-s2) for Table 3's spread; views, the
+    default model and the saved-epoch strip keep showing seed 0, even when another seed trained longer."""
+    zoo = tmp_path / "zoo"
+    shutil.copytree(app_fixture["checkpoints"], zoo)
+    rows = json.loads((zoo / "manifest.json").read_text())
+    base = next(r for r in rows if r["model"] == "csae" and r["beta"] == 0.0 and r["epoch"] == r["epochs"])
+    for seed, epoch in ((1, base["epoch"]), (2, base["epoch"] + 1)):
+        src = zoo / base["path"]
+        for ext in (".json", ".safetensors"):
+            shutil.copy(src.with_suffix(ext), src.with_name(f"{src.stem}-s{seed}{ext}"))
+        rows.append({**base, "seed": seed, "epoch": epoch, "path": str(Path(base["path"]).with_name(f"{src.stem}-s{seed}.json"))})
+    (zoo / "manifest.json").write_text(json.dumps(rows))
+    entries = registry.scan(zoo)
+    assert sorted(e.seed for e in entries if (e.kind, e.beta) == ("csae", 0.0)) == [0, 0, 0, 1, 2]
+    final = [e for e in registry.finals(entries) if (e.dataset, e.kind, e.beta) == ("mnist", "csae", 0.0)]
+    assert [(e.seed, e.epoch) for e in final] == [(0, base["epoch"])]
+    assert {e.seed for e in registry.snapshots(entries, "mnist", "csae", 0.0).values()} == {0}
+    assert list(registry.snapshots(entries, "mnist", "csae", 0.0)) == [4, 8, 12]
+    seeded = [registry.ModelEntry("mnist", "csae", 0.02, 13, None, "/s1.json", seed=1),
+              registry.ModelEntry("mnist", "csae", 0.02, 12, None, "/s0.json")]
+    assert registry.default_entry(seeded).path == "/s0.json"
+    make_openset = _load(ROOT / "results" / "make_openset.py")
+    picked = make_openset.final_models(rows)
+    assert [(r["epoch"], r.get("seed", 0)) for r in picked if (r["model"], r["beta"]) == ("csae", 0.0)] == [
+        (base["epoch"], 0)]
 
 
 def test_checkpoints_dir_follows_the_environment(monkeypatch, tmp_path):
