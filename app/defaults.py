@@ -3,11 +3,16 @@ precomputes exactly these draws (a cache key is the call's arguments), so a defa
 and the warm-up cannot go on filling a key no page asks for."""
 from __future__ import annotations
 
+from csae_core.model import ModelConfig
+
 SEED = 0  # every view's "Seed" input
 
 # PEDCC sphere: n points on the 3-D sphere, run until converged (the radio's first choice)
 PEDCC_POINTS = 10
 PEDCC_CONVERGE = True
+# The PEDCC view without a checkpoint: centroids like the ones the models are trained with
+MODEL_CLASSES = ModelConfig.num_classes
+MODEL_LATENT_DIM = ModelConfig.latent_dim
 
 # Reconstructions: how many random test images, shown in rows of ROW
 RECON_IMAGES = 32

@@ -72,5 +72,5 @@ with picture:
     # The PEDCC view's default run (app/defaults.py), so the warm-up's pedcc_run serves both.
     st.plotly_chart(loaders.sphere_figure(defaults.PEDCC_POINTS, defaults.SEED, None, defaults.PEDCC_CONVERGE, 320),
                     key="home_sphere")
-    st.caption(f"PEDCC with {defaults.PEDCC_POINTS} classes on the 3-D sphere (the models use 10 centres in 40 "
-               "dimensions).")
+    st.caption(f"PEDCC with {defaults.PEDCC_POINTS} classes on the 3-D sphere (the models use "
+               f"{defaults.MODEL_CLASSES} centres in {defaults.MODEL_LATENT_DIM} dimensions).")

@@ -4,7 +4,6 @@ import streamlit as st
 
 from app import analysis, defaults, figures, loaders, registry, widgets
 from app.analysis import pedcc_metrics
-from csae_core.model import ModelConfig
 
 st.title("PEDCC on the sphere")
 st.caption("Algorithm 1: n unit charges repel each other (force ∝ 1/distance²) along the sphere until they "
@@ -55,7 +54,7 @@ if with_centroids:
     if ckpt.meta.get("weights_dtype") == "float16":
         source += " (its weights are stored in fp16; the centroids are kept in fp32, as trained)"
 else:
-    k, d = ModelConfig.num_classes, ModelConfig.latent_dim  # what the models are trained with
+    k, d = defaults.MODEL_CLASSES, defaults.MODEL_LATENT_DIM
     st.info(f"No CSAE checkpoint was found, so these are freshly generated ({k} classes, d = {d}, seed "
             f"{defaults.SEED}), like the ones the models are trained with.")
     centroids = loaders.pedcc_run(k, d, defaults.SEED, None, True).centroids.numpy()
