@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -439,7 +440,16 @@ def _seeds_section(manifest) -> list[str]:
         lines.append(f"| {r['dataset']} | {row_label(r['model'], float(r.get('beta') or 0))} | {r.get('seed') or 0} | "
                      f"{r['recipe']} | {100 * float(r['test_accuracy']):.2f} | "
                      f"{'—' if mse is None else f'{float(mse):.4f}'} |")
-    return lines
+    # The spread each recipe's seeds show on their own: MNIST's seed 0 is a GPU paper-recipe model, so its row's
+    # mean ± std has n=1, and its CPU seeds' std is the seed spread there is to report.
+    spread = []
+    for k in sorted(multi):
+        for recipe in sorted({r["recipe"] for r in finals if key(r) == k}):
+            acc = [100 * float(r["test_accuracy"]) for r in finals if key(r) == k and r["recipe"] == recipe]
+            if len(acc) > 1:
+                spread.append(f"- {k[0]} {row_label(k[1], k[2])}, {recipe}: {statistics.mean(acc):.2f} ± "
+                              f"{statistics.stdev(acc):.2f} (n={len(acc)}, sample std)")
+    return lines + (["", "Spread per recipe:", "", *spread] if spread else [])
 
 
 def _training_section(manifest) -> list[str]:

@@ -105,6 +105,10 @@ def test_seed_statistics_never_mix_recipes():
     assert any("| 1 | cpu-720k | 99.40 |" in line for line in lines) and any("| 0 | paper | 99.53 |" in line
                                                                              for line in lines)
     assert zoo._seeds_section([row(0, "paper", 0.9953)]) == []  # one seed: no section
+    # Each recipe's own spread: the CPU seeds of a GPU seed-0 row still give a std
+    lines = zoo._seeds_section([row(0, "paper", 0.9953), row(1, "cpu-720k", 0.9940), row(2, "cpu-720k", 0.9930)])
+    assert "- mnist CSAE β=0.02, cpu-720k: 99.35 ± 0.07 (n=2, sample std)" in lines
+    assert not any(line.startswith("- mnist CSAE β=0.02, paper") for line in lines)  # n=1: no spread
 
 
 def test_table_command_writes_mean_and_std_of_seeds(tmp_path, capsys):
