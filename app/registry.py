@@ -64,7 +64,7 @@ class ModelEntry:
 
     @property
     def epoch_label(self) -> str:
-        """'epoch 120' for the paper's recipe; otherwise the real epoch and recipe: 'epoch 4 of 12, cpu-short recipe'."""
+        """'epoch 120' for the paper's recipe; otherwise the real epoch and recipe: 'epoch 4 of 12, cpu-720k recipe'."""
         if self.paper_epoch:
             return f"epoch {self.paper_epoch}"
         of = f" of {self.epochs}" if self.epochs else ""
