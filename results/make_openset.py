@@ -114,7 +114,8 @@ def score_zoo(rows: list[dict], scorer: Scorer, label_conditioned_images: int) -
                 for name in names:
                     m = res.metrics(name, mask)
                     out.append({"dataset": row["dataset"], "model": row["model"], "beta": row["beta"],
-                                "label": label(row), "unknown": set_name, "score": name,
+                                "label": label(row), "recipe": row.get("recipe"), "unknown": set_name,
+                                "score": name,
                                 "auroc": m["auroc"], "aupr": m["aupr"], "fpr_at_95_tpr": m["fpr_at_95_tpr"],
                                 "threshold_at_95_tpr": m["threshold_at_95_tpr"],
                                 "known_accepted": m["known_accepted"],
@@ -159,6 +160,7 @@ def beta_trend(results: list[dict]) -> list[str]:
         cells = [f"{by_beta[b]['auroc']:.3f}" if b in by_beta else "—" for b in betas]
         lines.append(f"| {openset.unknown_title(ds)} | {openset.unknown_title(unknown)} | {score} | " + " | ".join(cells)
                      + f" | {rho:+.2f} | {verdict} |")
+    lines += recipe_caveats(csae)
     helps = [v for v in verdicts if v[3].startswith("helps")]
     hurts = [v for v in verdicts if v[3].startswith("hurts")]
     lines += ["", f"In short: of {len(verdicts)} (pair, score) combinations, β from {betas[0]:g} to {betas[-1]:g} "
@@ -169,6 +171,23 @@ def beta_trend(results: list[dict]) -> list[str]:
             lines.append(f"{tag}: " + "; ".join(f"{openset.unknown_title(d)} vs {openset.unknown_title(u)} ({s})"
                                                 for d, u, s, _ in group) + ".")
     return lines
+
+
+def recipe_caveats(csae: list[dict]) -> list[str]:
+    """A line per known dataset whose β columns come from more than one training recipe (MNIST β=0.02 is a GPU
+    paper-recipe model beside CPU ones): such a column is not a like-for-like point of the trend."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in csae):
+        recipes = {r["beta"]: r.get("recipe") for r in csae if r["dataset"] == ds}
+        common = max(set(recipes.values()), key=list(recipes.values()).count)
+        odd = {b: rc for b, rc in sorted(recipes.items()) if rc != common}
+        if odd:
+            out.append(f"{openset.unknown_title(ds)}: " + ", ".join(f"β={b:g}" for b in odd) + " "
+                       + ("is" if len(odd) == 1 else "are") + " from the "
+                       + "/".join(sorted({str(rc) for rc in odd.values()})) + f" recipe, the other β from {common}, "
+                       f"so {'that column is' if len(odd) == 1 else 'those columns are'} not like-for-like; "
+                       f"the verdicts compare the lowest and highest β.")
+    return ["", *out] if out else []
 
 
 # (kind, β, score): each kind at the default β (or its only one), with every score but the bare `recon`.

@@ -107,6 +107,17 @@ def test_views_show_seed_0_not_the_extra_seeds_of_table3(app_fixture, tmp_path):
         (base["epoch"], 0)]
 
 
+def test_openset_beta_trend_flags_a_column_of_another_recipe():
+    """MNIST β=0.02 is a GPU paper-recipe model among cpu-720k ones: results/openset.md's β trend says so."""
+    make_openset = _load(ROOT / "results" / "make_openset.py")
+    row = lambda ds, beta, recipe: {"dataset": ds, "beta": beta, "recipe": recipe}
+    mixed = [row("mnist", b, "paper" if b == 0.02 else "cpu-720k") for b in (0.0, 0.02, 0.04)]
+    same = [row("fashion-mnist", b, "cpu-720k") for b in (0.0, 0.02, 0.04)]
+    lines = make_openset.recipe_caveats(mixed + same)
+    assert len(lines) == 2 and lines[1].startswith("MNIST: β=0.02 is from the paper recipe, the other β from cpu-720k")
+    assert make_openset.recipe_caveats(same) == []
+
+
 def test_checkpoints_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
     assert registry.checkpoints_dir() == tmp_path
