@@ -111,6 +111,21 @@ def test_seed_statistics_never_mix_recipes():
     assert not any(line.startswith("- mnist CSAE β=0.02, paper") for line in lines)  # n=1: no spread
 
 
+def test_fig10_curve_lists_each_models_class_mean_distances_by_epoch(tmp_path):
+    """Fig. 10's shortfall is reported with its curve: every MNIST CSAE checkpoint's training-image class-mean
+    distances, a model's snapshots before its final epoch."""
+    zoo = load_zoo()
+    zoo.set_root(tmp_path)
+    (tmp_path / "checkpoints" / "mnist").mkdir(parents=True)
+    for stem, epoch, spread in (("csae-b0", 12, 3.0), ("csae-b0-epoch004", 4, 2.0), ("csae-encoder", 12, None)):
+        stats = {"mean": [[0.0, 0.0], [spread, 0.0], [0.0, 2 * spread]]} if spread else {}
+        (tmp_path / "checkpoints" / "mnist" / f"{stem}.json").write_text(
+            json.dumps({"epoch": epoch, "recipe": "cpu-720k", "latent_stats": stats}))
+    lines = zoo._fig10_curve()
+    rows = [line for line in lines if line.startswith("| csae")]
+    assert rows == ["| csae-b0-epoch004 | cpu-720k | 4 | 2.00 | 4.47 |", "| csae-b0 | cpu-720k | 12 | 3.00 | 6.71 |"]
+
+
 def test_table_command_writes_mean_and_std_of_seeds(tmp_path, capsys):
     zoo = load_zoo()
     zoo.set_root(tmp_path)
