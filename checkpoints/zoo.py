@@ -479,11 +479,11 @@ def _fig10_section() -> list[str]:
     off = [d[i][j] for i in range(n) for j in range(n) if i < j]
     pedcc = ev.get("pedcc_distances")
     train = ""
-    stats = (_json(CKPT / "mnist" / "csae-b0.02.json") or {}).get("latent_stats") or {}
-    if stats.get("mean"):  # the training images' class means, the ones class sampling draws around
-        t = [math.dist(a, b) for a, b in itertools.combinations(stats["mean"], 2)]
-        train = (f" Over the {stats.get('images', 0):,} training images (the checkpoint's latent statistics): "
-                 f"min {min(t):.2f}, max {max(t):.2f}.")
+    meta = _json(CKPT / "mnist" / "csae-b0.02.json") or {}
+    spread = _class_mean_spread(meta)
+    if spread:  # the training images' class means, the ones class sampling draws around
+        train = (f" Over the {(meta.get('latent_stats') or {}).get('images', 0):,} training images (the checkpoint's "
+                 f"latent statistics): min {spread[0]:.2f}, max {spread[1]:.2f}.")
     lines = ["", "## Distances between learned class latent means, MNIST β=0.02 (Fig. 10)", "",
              f"Ours, over the {ev.get('test_images', 0):,} test images: off-diagonal min {min(off):.2f}, max {max(off):.2f}.{train} "
              f"Paper's Fig. 10: "
@@ -496,18 +496,27 @@ def _fig10_section() -> list[str]:
     return lines + _fig10_curve()
 
 
+def _class_mean_spread(meta: dict) -> tuple[float, float] | None:
+    """(smallest, largest) distance between a checkpoint's training-image class means (its latent statistics);
+    None when it has none or they are malformed (a broken file skips its line, it does not stop the table)."""
+    means = (meta.get("latent_stats") or {}).get("mean") if isinstance(meta, dict) else None
+    try:
+        t = [math.dist(a, b) for a, b in itertools.combinations(means or [], 2)]
+    except (TypeError, ValueError):
+        return None
+    return (min(t), max(t)) if t else None
+
+
 def _fig10_curve() -> list[str]:
     """Fig. 10's shortfall measured against training: the training-image class means' smallest and largest
     distance in every shipped MNIST CSAE checkpoint, epoch snapshots included (the issue asks a short row's curve)."""
     rows = []
     for path in sorted((CKPT / "mnist").glob("csae-*.json")):
         meta = _json(path) or {}
-        means = (meta.get("latent_stats") or {}).get("mean")
-        if not means or len(means) < 2:
-            continue
-        t = [math.dist(a, b) for a, b in itertools.combinations(means, 2)]
-        rows.append((path.stem.split("-epoch")[0], meta.get("epoch", 0), path.stem, meta.get("recipe", "?"),
-                     min(t), max(t)))  # sorted by model, then epoch: each model's curve
+        spread = _class_mean_spread(meta)
+        if spread:  # sorted by model, then epoch: each model's curve
+            rows.append((path.stem.split("-epoch")[0], meta.get("epoch", 0), path.stem, meta.get("recipe", "?"),
+                         *spread))
     if not rows:
         return []
     lines = ["", "How the distances grow with training (training-image class means, every shipped MNIST CSAE "

@@ -77,4 +77,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from csae_core.errors import CSAEError
+
+    try:
+        main()
+    except CSAEError as e:  # a broken or foreign checkpoint: one line naming it, not a traceback
+        raise SystemExit(f"error: {e}")

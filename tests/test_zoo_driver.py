@@ -117,6 +117,8 @@ def test_fig10_curve_lists_each_models_class_mean_distances_by_epoch(tmp_path):
     zoo = load_zoo()
     zoo.set_root(tmp_path)
     (tmp_path / "checkpoints" / "mnist").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "mnist" / "csae-b0.04.json").write_text(  # malformed means: skipped, no crash
+        json.dumps({"epoch": 12, "recipe": "cpu-720k", "latent_stats": {"mean": [[0.0, 0.0], "x"]}}))
     for stem, epoch, spread in (("csae-b0", 12, 3.0), ("csae-b0-epoch004", 4, 2.0), ("csae-encoder", 12, None)):
         stats = {"mean": [[0.0, 0.0], [spread, 0.0], [0.0, 2 * spread]]} if spread else {}
         (tmp_path / "checkpoints" / "mnist" / f"{stem}.json").write_text(
