@@ -290,4 +290,9 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from csae_core.errors import CSAEError
+
+    try:
+        main()
+    except CSAEError as e:  # a broken checkpoint or missing dataset: one line naming it, not a traceback
+        raise SystemExit(f"error: {e}")
