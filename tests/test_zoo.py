@@ -23,7 +23,7 @@ def test_manifest_lists_the_app_models():
     mnist_betas = {e["beta"] for e in ENTRIES if e["dataset"] == "mnist" and e["model"] == "csae"}
     assert {0.0, 0.02}.issubset(mnist_betas)
     total = sum(e["bytes"] for e in ENTRIES)
-    assert total < 60 * 2**20, f"zoo is {total / 2**20:.1f} MiB"
+    assert total <= 80 * 2**20, f"zoo is {total / 2**20:.1f} MiB, over the 80 MiB budget of the zoo campaign (issue 15)"
 
 
 # CVAE evaluation decodes under every label (~20 s per checkpoint here): those rows are marked slow.
