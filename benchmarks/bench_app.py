@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from app import streamlit_server  # app/streamlit_server.py: the one server start (README's command)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
 
 BETAS = (0.0, 0.02, 0.04, 0.06, 0.08)
 

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from app import streamlit_server  # app/streamlit_server.py: the one server start (README's command)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import streamlit_server  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 # (sidebar link, the page's st.title): app/explorer.py's navigation order

@@ -45,9 +45,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import streamlit_server  # app/streamlit_server.py: the one server start (README's command)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import streamlit_server  # noqa: E402 - benchmarks/streamlit_server.py, beside this file
 
 PAGE = "reconstructions"
 SLIDER_LABEL = "β"  # the Reconstructions page's β select_slider

@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import streamlit_server  # app/streamlit_server.py: the one server start (README's command)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import streamlit_server  # noqa: E402 - benchmarks/streamlit_server.py: start / health check / stop
 
 TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 CHECK_EVERY_S = 1.0

@@ -6,16 +6,14 @@ test is skipped when it is missing. Screenshots go to the test's tmp_path.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from app import streamlit_server  # app/streamlit_server.py: the one server start (README's command)
 from conftest import explorer_pages
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")

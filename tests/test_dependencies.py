@@ -11,7 +11,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL = {"csae_core", "app", "conftest", "reliability_counts", "streamlit_server"}
+LOCAL = {"csae_core", "app", "conftest", "reliability_counts"}
 
 
 def _norm(name: str) -> str:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from app import streamlit_server  # app/streamlit_server.py: the one server start (README's command)
 from test_app_browser import CHROMIUM, TIMEOUT_MS
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import streamlit_server  # noqa: E402  (benchmarks/streamlit_server.py: the one server start)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
